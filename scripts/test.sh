@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need into .venv, then runs every quality gate
+# (ruff, mypy --strict, import-linter, CRD drift) and the test suite. Safe to rerun.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+# torch is pinned to the CPU-capable 2.13.0 by the extras; an unpinned torch would pull CUDA.
+.venv/bin/python -m pip install --quiet --editable '.[dev]'
+export PATH="$PWD/.venv/bin:$PATH"
+
+echo "== ruff"
+ruff check .
+ruff format --check .
+echo "== mypy --strict"
+packages=()
+for init in crds/kubepilot_api operator/kubepilot_operator gateway/kubepilot_gateway \
+            images/kubepilot_workers devcluster/kubepilot_devcluster; do
+  packages+=(-p "$(basename "$init")")
+done
+mypy "${packages[@]}"
+echo "== import-linter"
+lint-imports
+echo "== CRDs are current"
+kubepilot crds check
+echo "== pytest"
+# -m "not gpu": GPU tests run on a GPU machine (scripts/test-gpu.sh); CI has none.
+pytest -m "not gpu" "$@"
