@@ -20,7 +20,7 @@ echo "== mypy --strict"
 packages=()
 for init in crds/kubepilot_api operator/kubepilot_operator gateway/kubepilot_gateway \
             images/kubepilot_workers devcluster/kubepilot_devcluster; do
-  packages+=(-p "$(basename "$init")")
+  if [ -f "$init/__init__.py" ]; then packages+=(-p "$(basename "$init")"); fi
 done
 mypy "${packages[@]}"
 echo "== import-linter"
