@@ -14,7 +14,6 @@ from kubepilot_api.common import (
     Actions,
     ComputeResources,
     KubeModel,
-    ObjectReference,
     SecretKeyReference,
     StatusBase,
     Timestamp,
@@ -154,6 +153,20 @@ class ModelDestination(KubeModel):
     )
 
 
+class CatalogReference(KubeModel):
+    """The catalog entry a pull was made from, so dashboards can show it as installed."""
+
+    catalog: str = Field(
+        description="Catalog name, e.g. controlpilot-manifest, comfyui-presets, sdcpp-models, civitai.",
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+    )
+    entry: str = Field(
+        description="Entry id inside the catalog (preset id, manifest name).", min_length=1, max_length=253
+    )
+
+
 class DeletePolicy(StrEnum):
     """What happens to the files when the ModelPull is deleted."""
 
@@ -187,7 +200,7 @@ class ModelPullSpec(KubeModel):
     )
     displayName: str = Field(default="", description="Name shown by dashboards.", max_length=253)
     category: str = Field(default="", description="Catalog category shown by dashboards.", max_length=253)
-    catalogRef: ObjectReference | None = Field(
+    catalogRef: CatalogReference | None = Field(
         default=None, description="Catalog entry (preset, manifest item) this pull was made from."
     )
     expectedSizeBytes: int = Field(default=-1, ge=-1, description="Expected total size; -1 when unknown.")

@@ -250,6 +250,17 @@ class SampleSet(KubeModel):
     latest: str = Field(default="", description="Latest sample file.", max_length=1024)
 
 
+class SamplingProgress(KubeModel):
+    """Samples being rendered right now (a sampling pass during training)."""
+
+    kind: Literal["default", "custom"] = Field(
+        description="default: the run's sample prompts; custom: one asked for."
+    )
+    current: int = Field(default=0, ge=0, description="Samples done in this pass.")
+    total: int = Field(default=-1, ge=-1, description="Samples in this pass; -1 while unknown.")
+    startedAt: Timestamp = Field(description="When the pass started.")
+
+
 class TrainingOutputFile(KubeModel):
     """A final output with its lineage."""
 
@@ -270,6 +281,12 @@ class TrainingRunStatus(StatusBase):
         default_factory=list, description="Latest checkpoints (at most 20).", max_length=20
     )
     samples: SampleSet | None = Field(default=None, description="Samples rendered during training.")
+    sampling: SamplingProgress | None = Field(
+        default=None, description="A sampling pass in progress, if any."
+    )
+    logFile: str = Field(
+        default="", description="Full trainer log under the outputs volume.", max_length=1024
+    )
     outputs: list[TrainingOutputFile] = Field(
         default_factory=list, description="Final outputs with lineage.", max_length=50
     )

@@ -26,7 +26,13 @@ from pydantic import Field, TypeAdapter
 from kubepilot_api.common import ErrorInfo, FreeForm, KubeModel, Timestamp
 from kubepilot_api.generationjob import GenerationProgress, OutputImage, Timings
 from kubepilot_api.modelpull import DownloadProgress, PulledFile
-from kubepilot_api.trainingrun import Checkpoint, SampleSet, TrainingOutputFile, TrainingProgress
+from kubepilot_api.trainingrun import (
+    Checkpoint,
+    SampleSet,
+    SamplingProgress,
+    TrainingOutputFile,
+    TrainingProgress,
+)
 
 REPORT_PATH_TEMPLATE = "/v1/reports/{namespace}/{plural}/{name}"
 """Path of the intake's report endpoint for one workload."""
@@ -107,6 +113,8 @@ class TrainingReport(ReportBase):
         default_factory=list, description="Checkpoints saved so far (latest last).", max_length=20
     )
     samples: SampleSet | None = Field(default=None, description="Samples rendered.")
+    sampling: SamplingProgress | None = Field(default=None, description="A sampling pass in progress.")
+    logFile: str = Field(default="", description="Full trainer log file.", max_length=1024)
     outputs: list[TrainingOutputFile] = Field(
         default_factory=list, description="Final outputs.", max_length=50
     )
