@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 
 def _kubepilot(*args: str) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("kubepilot")
-    assert exe is not None, "the kubepilot console script is installed"
-    return subprocess.run([exe, *args], capture_output=True, text=True, check=False)
+    # The console script the install put beside this interpreter, whatever PATH says.
+    exe = Path(sys.executable).parent / "kubepilot"
+    assert exe.is_file(), "the kubepilot console script is installed"
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, check=False)
 
 
 def test_help_lists_the_registered_commands() -> None:

@@ -8,12 +8,29 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ["kubepilot_api", "kubepilot_operator", "kubepilot_gateway", "kubepilot_workers", "kubepilot_devcluster"]
+PACKAGES = [
+    "kubepilot_api",
+    "kubepilot_operator",
+    "kubepilot_gateway",
+    "kubepilot_workers",
+    "kubepilot_devcluster",
+]
 
 
 def test_the_wheel_holds_every_package_and_imports_from_a_plain_install(tmp_path: Path) -> None:
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -39,7 +56,9 @@ def test_the_wheel_holds_every_package_and_imports_from_a_plain_install(tmp_path
     )
     assert install.returncode == 0, install.stderr
     # PYTHONPATH comes before the editable install's finder, so these imports come from the wheel.
-    probe = "import importlib, sys; print('\\n'.join(importlib.import_module(p).__file__ for p in sys.argv[1:]))"
+    probe = (
+        "import importlib, sys; print('\\n'.join(importlib.import_module(p).__file__ for p in sys.argv[1:]))"
+    )
     result = subprocess.run(
         [sys.executable, "-c", probe, *PACKAGES],
         capture_output=True,
