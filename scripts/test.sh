@@ -11,6 +11,8 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 # torch is pinned to the CPU-capable 2.13.0 by the extras; an unpinned torch would pull CUDA.
 .venv/bin/python -m pip install --quiet --editable '.[dev]'
+# Without its torchvision dependency: see the note on the generator extra in pyproject.toml.
+.venv/bin/python -m pip install --quiet --no-deps 'spandrel==0.4.2'
 export PATH="$PWD/.venv/bin:$PATH"
 
 echo "== ruff"

@@ -1,0 +1,7 @@
+"""``python -m kubepilot_workers.generator``."""
+
+import sys
+
+from kubepilot_workers.generator.cli import main
+
+raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,264 @@
+"""The diffusers backend: txt2img, img2img, inpaint, variation and upscale jobs on one device.
+
+It implements ``ExecutorBackend``, so the same object runs one-shot jobs (the CLI) and queued jobs
+behind the executor API (server mode). Seeds follow the A1111 convention: image ``i`` of a job uses
+``seed + i``, drawn on a CPU generator so the same seed gives the same pixels on any machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from kubepilot_api.common import now
+from kubepilot_api.generationjob import GenerationProgress, GenerationType, OutputImage
+from kubepilot_api.workers.config import GenerationRequest, GeneratorConfig
+from kubepilot_workers.executor.backend import Cancelled, ExecutionError, JobContext
+from kubepilot_workers.generator.outputs import ImageParameters, write_image
+from kubepilot_workers.generator.pipelines import (
+    PipelineCache,
+    PipelineKind,
+    applied_loras,
+    resolve_device,
+    resolve_dtype,
+)
+from kubepilot_workers.generator.upscale import UpscalerCache
+
+log = logging.getLogger(__name__)
+
+BACKEND_NAME = "kubepilot-generator"
+SEED_RANGE = 2**32
+SIZE_MULTIPLE = 8
+
+_KINDS = {
+    GenerationType.TXT2IMG: PipelineKind.TXT2IMG,
+    GenerationType.IMG2IMG: PipelineKind.IMG2IMG,
+    GenerationType.VARIATION: PipelineKind.IMG2IMG,
+    GenerationType.INPAINT: PipelineKind.INPAINT,
+}
+
+
+def _load_image(path: str, what: str, mode: str) -> Image.Image:
+    if not path:
+        raise ExecutionError("INVALID_REQUEST", f"this generation type needs an {what}")
+    try:
+        with Image.open(path) as image:
+            return image.convert(mode)
+    except FileNotFoundError as error:
+        raise ExecutionError("INPUT_NOT_FOUND", f"{what} not found: {path}") from error
+    except (OSError, UnidentifiedImageError) as error:
+        raise ExecutionError("INVALID_INPUT", f"{what} is not a readable image: {path}") from error
+
+
+class _StepProgress:
+    """Turns per-step callbacks into GenerationProgress with an ETA, and checks for cancellation."""
+
+    def __init__(self, context: JobContext, images_total: int) -> None:
+        self.context = context
+        self.images_total = images_total
+        self.images_done = 0
+        self.started = time.monotonic()
+
+    def report(self, step: int, total_steps: int, *, image_finished: bool = False) -> None:
+        """Report ``step`` of ``total_steps`` of the current image (or of the one just finished)."""
+        total = max(total_steps, 1)
+        current = 0.0 if image_finished else min(step, total) / total
+        fraction = min(1.0, (self.images_done + current) / self.images_total)
+        elapsed = time.monotonic() - self.started
+        eta = max(0, round(elapsed / fraction * (1 - fraction))) if fraction > 0 else -1
+        self.context.report_progress(
+            GenerationProgress(
+                step=step,
+                totalSteps=total_steps,
+                imagesDone=self.images_done,
+                imagesTotal=self.images_total,
+                percent=min(100, int(fraction * 100)),
+                etaSeconds=eta,
+                lastUpdatedTime=now(),
+            )
+        )
+
+    def check(self) -> None:
+        if self.context.cancelled.is_set():
+            raise Cancelled("job cancelled")
+
+    def step_callback(
+        self, pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``callback_on_step_end`` for diffusers: report the step, stop when cancelled."""
+        self.report(step + 1, int(getattr(pipeline, "num_timesteps", 0) or 0))
+        self.check()
+        return tensors
+
+
+class DiffusersBackend:
+    """Runs GenerationRequests with diffusers; keeps the model loaded between jobs."""
+
+    name = BACKEND_NAME
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        self.pipelines = PipelineCache(self.device, self.dtype)
+        self.upscalers = UpscalerCache(config.upscalers, self.device, self.dtype)
+        self.ready = True
+        self.last_load_seconds = 0.0
+        """Seconds the last job spent loading its model (the executor reports it as loadSeconds)."""
+
+    def load_default(self) -> None:
+        """Load the configured model now (server start), so the first job does not wait for it."""
+        try:
+            self.pipelines.load(self.config.modelPath)
+        except ExecutionError:
+            self.ready = False
+            raise
+        self.ready = True
+
+    def health(self) -> tuple[bool, str]:
+        """(ready, model loaded now)."""
+        return self.ready, self.pipelines.model_path
+
+    def run(self, context: JobContext) -> list[OutputImage]:
+        """Run one job (see ``ExecutorBackend.run``)."""
+        request = context.request
+        self.last_load_seconds = 0.0
+        if request.type is GenerationType.UPSCALE:
+            return self._upscale(context)
+        kind = _KINDS.get(request.type)
+        if kind is None:
+            raise ExecutionError("UNSUPPORTED", f"{request.type.value} jobs need a ComfyUI service")
+        if request.width % SIZE_MULTIPLE or request.height % SIZE_MULTIPLE:
+            raise ExecutionError("INVALID_REQUEST", f"width and height must be multiples of {SIZE_MULTIPLE}")
+        model_path = request.modelPath or self.config.modelPath
+        init_image = mask = None
+        if kind is not PipelineKind.TXT2IMG:
+            size = (request.width, request.height)
+            init_image = _load_image(request.image, "init image", "RGB").resize(
+                size, Image.Resampling.LANCZOS
+            )
+        if kind is PipelineKind.INPAINT:
+            mask = _load_image(request.mask, "mask", "L").resize((request.width, request.height))
+        pipeline = self.pipelines.get(model_path, kind)
+        self.last_load_seconds = self.pipelines.last_load_seconds
+        pipeline.scheduler = self.pipelines.scheduler_for(request.sampler)
+        with applied_loras(pipeline, request.loras):
+            return self._diffuse(context, pipeline, kind, model_path, init_image, mask)
+
+    def _diffuse(
+        self,
+        context: JobContext,
+        pipeline: Any,
+        kind: PipelineKind,
+        model_path: str,
+        init_image: Image.Image | None,
+        mask: Image.Image | None,
+    ) -> list[OutputImage]:
+        request = context.request
+        seed = request.seed if request.seed >= 0 else secrets.randbelow(SEED_RANGE)
+        progress = _StepProgress(context, request.count)
+        outputs: list[OutputImage] = []
+        for index in range(request.count):
+            progress.check()
+            image_seed = seed + index
+            arguments = self._arguments(request, kind, init_image, mask)
+            arguments["generator"] = torch.Generator("cpu").manual_seed(image_seed)
+            arguments["callback_on_step_end"] = progress.step_callback
+            image = pipeline(**arguments).images[0]
+            outputs.append(
+                write_image(
+                    image,
+                    context.output_dir,
+                    self._parameters(context, index, image_seed, model_path, pipeline),
+                )
+            )
+            progress.images_done = index + 1
+            total_steps = int(getattr(pipeline, "num_timesteps", 0) or request.steps)
+            progress.report(total_steps, total_steps, image_finished=True)
+        return outputs
+
+    @staticmethod
+    def _arguments(
+        request: GenerationRequest,
+        kind: PipelineKind,
+        init_image: Image.Image | None,
+        mask: Image.Image | None,
+    ) -> dict[str, Any]:
+        arguments: dict[str, Any] = {
+            "prompt": request.prompt,
+            "negative_prompt": request.negativePrompt or None,
+            "num_inference_steps": request.steps,
+            "guidance_scale": request.cfgScale,
+            "output_type": "pil",
+        }
+        if kind is PipelineKind.TXT2IMG:
+            arguments.update(width=request.width, height=request.height)
+        elif kind is PipelineKind.IMG2IMG:
+            arguments.update(image=init_image, strength=request.strength)
+        else:
+            arguments.update(
+                image=init_image,
+                mask_image=mask,
+                width=request.width,
+                height=request.height,
+                strength=request.strength,
+            )
+        return arguments
+
+    @staticmethod
+    def _parameters(
+        context: JobContext, index: int, seed: int, model_path: str, pipeline: Any
+    ) -> ImageParameters:
+        request = context.request
+        return ImageParameters(
+            job_id=context.job_id,
+            type=request.type.value,
+            index=index,
+            seed=seed,
+            model=Path(model_path).name,
+            prompt=request.prompt,
+            negative_prompt=request.negativePrompt,
+            steps=request.steps,
+            cfg_scale=request.cfgScale,
+            sampler=request.sampler or type(pipeline.scheduler).__name__,
+            width=request.width,
+            height=request.height,
+            strength=None if request.type is GenerationType.TXT2IMG else request.strength,
+            loras=[{"path": lora.path, "weight": lora.weight} for lora in request.loras],
+            source_image=request.image,
+        )
+
+    def _upscale(self, context: JobContext) -> list[OutputImage]:
+        request = context.request
+        sources = [path for path in [request.image, *request.images] if path]
+        if not sources:
+            raise ExecutionError("INVALID_REQUEST", "upscale needs an image")
+        upscaler = self.upscalers.get(request.upscaler)
+        progress = _StepProgress(context, len(sources))
+        outputs: list[OutputImage] = []
+        for index, source in enumerate(sources):
+            progress.check()
+            image = _load_image(source, "image", "RGB")
+            result = upscaler.upscale(image, request.upscaleFactor, context.cancelled.is_set)
+            parameters = ImageParameters(
+                job_id=context.job_id,
+                type=request.type.value,
+                index=index,
+                seed=-1,
+                model=upscaler.path.name,
+                width=result.width,
+                height=result.height,
+                upscaler=upscaler.name,
+                upscale_factor=request.upscaleFactor,
+                source_image=source,
+            )
+            outputs.append(write_image(result, context.output_dir, parameters))
+            progress.images_done = index + 1
+            progress.report(1, 1, image_finished=True)
+        return outputs

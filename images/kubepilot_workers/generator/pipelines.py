@@ -1,0 +1,257 @@
+"""Loading diffusers pipelines once and deriving the img2img / inpaint ones from the same components.
+
+The cache holds one model at a time (one GPU's worth): asking for another model path drops the old
+one first. img2img and inpaint pipelines come from ``from_pipe``, so they share the loaded weights
+instead of loading them again.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kubepilot_api.workers.config import LoraFile
+from kubepilot_workers.executor.backend import ExecutionError
+
+log = logging.getLogger(__name__)
+
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+
+
+class PipelineKind(StrEnum):
+    """Which diffusers task a pipeline serves."""
+
+    TXT2IMG = "txt2img"
+    IMG2IMG = "img2img"
+    INPAINT = "inpaint"
+
+
+# Sampler names as users write them (A1111 / ComfyUI style), normalised, to diffusers schedulers.
+_SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ddim": ("DDIMScheduler", {}),
+    "ddpm": ("DDPMScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+    "plms": ("PNDMScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler a": ("EulerAncestralDiscreteScheduler", {}),
+    "euler ancestral": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "dpm++ 2m": ("DPMSolverMultistepScheduler", {}),
+    "dpmpp 2m": ("DPMSolverMultistepScheduler", {}),
+    "dpm++ 2m karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    "dpmpp 2m karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    "dpm++ sde": ("DPMSolverSinglestepScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "lcm": ("LCMScheduler", {}),
+}
+
+
+def sampler_names() -> list[str]:
+    """The sampler names a request may use (case, ``_`` and ``-`` do not matter)."""
+    return sorted(_SAMPLERS)
+
+
+def _normalise_sampler(name: str) -> str:
+    return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``auto`` picks the first CUDA device when there is one, else the CPU."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError as error:
+        raise ExecutionError("INVALID_CONFIG", f"unknown torch device {requested!r}") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ExecutionError(
+            "DEVICE_UNAVAILABLE", f"device {requested!r} requested but CUDA is not available"
+        )
+    return device
+
+
+def resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
+    """``auto`` is float16 on GPUs and float32 on the CPU (where half precision is slow)."""
+    if requested == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[requested]
+
+
+def _unet_in_channels(model_dir: Path) -> int:
+    try:
+        config = json.loads((model_dir / "unet" / "config.json").read_text())
+    except (OSError, ValueError):
+        return 4
+    value = config.get("in_channels", 4)
+    return value if isinstance(value, int) else 4
+
+
+def load_base_pipeline(model_path: str, device: torch.device, dtype: torch.dtype) -> Any:
+    """Load a model (diffusers folder, or a single .safetensors/.ckpt file) onto the device."""
+    from diffusers import AutoPipelineForInpainting, AutoPipelineForText2Image, StableDiffusionPipeline
+
+    path = Path(model_path)
+    try:
+        if path.is_dir() and (path / "model_index.json").is_file():
+            # A 9-channel UNet only works in an inpaint pipeline: load that one as the base.
+            loader: Any = (
+                AutoPipelineForInpainting if _unet_in_channels(path) == 9 else AutoPipelineForText2Image
+            )
+            pipeline = loader.from_pretrained(str(path), dtype=dtype)
+        elif path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES:
+            pipeline = StableDiffusionPipeline.from_single_file(str(path), dtype=dtype)
+        else:
+            raise ExecutionError("MODEL_NOT_FOUND", f"no diffusers folder or model file at {model_path}")
+        pipeline.to(device)
+    except ExecutionError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, ImportError) as error:
+        raise ExecutionError("MODEL_LOAD_FAILED", f"could not load {model_path}: {error}") from error
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+@dataclass
+class LoadedModel:
+    """One model on the device, with the pipelines derived from it so far."""
+
+    path: str
+    base: Any
+    base_kind: PipelineKind
+    default_scheduler: Any
+    pipelines: dict[PipelineKind, Any] = field(default_factory=dict)
+
+
+class PipelineCache:
+    """Keeps the current model loaded between jobs and hands out pipelines per task."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype) -> None:
+        self.device = device
+        self.dtype = dtype
+        self._lock = threading.Lock()
+        self._model: LoadedModel | None = None
+        self.last_load_seconds = 0.0
+        """Seconds the last ``get`` spent loading (0 when the model was already loaded)."""
+
+    @property
+    def model_path(self) -> str:
+        """Path of the model loaded now, empty when none."""
+        model = self._model
+        return model.path if model else ""
+
+    def load(self, model_path: str) -> LoadedModel:
+        """Load ``model_path`` unless it is loaded already (dropping any other model first)."""
+        with self._lock:
+            started = time.monotonic()
+            self.last_load_seconds = 0.0
+            if self._model is not None and self._model.path == model_path:
+                return self._model
+            if not Path(model_path).exists():
+                # Checked before dropping the current model, so a typo does not unload a good one.
+                raise ExecutionError("MODEL_NOT_FOUND", f"no model at {model_path}")
+            self._drop()
+            log.info("loading model %s on %s (%s)", model_path, self.device, self.dtype)
+            base = load_base_pipeline(model_path, self.device, self.dtype)
+            from diffusers import StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline
+
+            inpaint_only = isinstance(base, StableDiffusionInpaintPipeline | StableDiffusionXLInpaintPipeline)
+            kind = PipelineKind.INPAINT if inpaint_only else PipelineKind.TXT2IMG
+            self._model = LoadedModel(model_path, base, kind, base.scheduler, {kind: base})
+            self.last_load_seconds = time.monotonic() - started
+            return self._model
+
+    def get(self, model_path: str, kind: PipelineKind) -> Any:
+        """The pipeline for ``kind`` on ``model_path``, sharing the loaded components."""
+        from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+
+        model = self.load(model_path)
+        pipeline = model.pipelines.get(kind)
+        if pipeline is not None:
+            return pipeline
+        if model.base_kind is PipelineKind.INPAINT:
+            raise ExecutionError(
+                "UNSUPPORTED", f"{model_path} is an inpainting model; it only runs inpaint jobs"
+            )
+        derive = AutoPipelineForImage2Image if kind is PipelineKind.IMG2IMG else AutoPipelineForInpainting
+        try:
+            pipeline = derive.from_pipe(model.base)
+        except (ValueError, KeyError, TypeError) as error:
+            raise ExecutionError(
+                "UNSUPPORTED", f"{kind.value} is not available for {model_path}: {error}"
+            ) from error
+        pipeline.set_progress_bar_config(disable=True)
+        model.pipelines[kind] = pipeline
+        return pipeline
+
+    def scheduler_for(self, sampler: str) -> Any:
+        """A fresh scheduler for a job: the model's own kind when ``sampler`` is empty."""
+        import diffusers
+
+        model = self._model
+        if model is None:
+            raise ExecutionError("MODEL_NOT_FOUND", "no model loaded")
+        default = model.default_scheduler
+        if not sampler:
+            return type(default).from_config(default.config)
+        entry = _SAMPLERS.get(_normalise_sampler(sampler))
+        if entry is None:
+            known = ", ".join(sampler_names())
+            raise ExecutionError("INVALID_REQUEST", f"unknown sampler {sampler!r}; known: {known}")
+        class_name, overrides = entry
+        return getattr(diffusers, class_name).from_config(default.config, **overrides)
+
+    def _drop(self) -> None:
+        if self._model is None:
+            return
+        log.info("unloading model %s", self._model.path)
+        self._model = None
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+@contextmanager
+def applied_loras(pipeline: Any, loras: list[LoraFile]) -> Iterator[list[str]]:
+    """Load the job's LoRAs with their weights for the duration of the block, then unload them all."""
+    if not loras:
+        yield []
+        return
+    names: list[str] = []
+    try:
+        for index, lora in enumerate(loras):
+            path = Path(lora.path)
+            if not path.is_file():
+                raise ExecutionError("MODEL_NOT_FOUND", f"LoRA file not found: {lora.path}")
+            name = f"kubepilot_job_lora_{index}"
+            pipeline.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)
+            names.append(name)
+        pipeline.set_adapters(names, adapter_weights=[lora.weight for lora in loras])
+    except ExecutionError:
+        _unload(pipeline, names)
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as error:
+        # A load that failed half-way may have injected layers already: unload whatever is there.
+        _unload(pipeline, [*names, "partial"])
+        raise ExecutionError("LORA_LOAD_FAILED", f"could not apply LoRA: {error}") from error
+    try:
+        yield names
+    finally:
+        _unload(pipeline, names)
+
+
+def _unload(pipeline: Any, names: list[str]) -> None:
+    if names:
+        # unload_lora_weights restores the original layers, so the next job sees the bare model.
+        pipeline.unload_lora_weights()
