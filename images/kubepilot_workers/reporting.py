@@ -110,7 +110,8 @@ class Reporter:
         self._stop_thread()
         with self._lock:
             sent = self._stamp(report)
-        for attempt in range(FINAL_ATTEMPTS):
+        # Without an intake (no URL) the termination message is the only channel: no retries.
+        for attempt in range(FINAL_ATTEMPTS if self._client is not None else 0):
             if self._post(sent):
                 break
             time.sleep(0.2 * 2**attempt)
