@@ -1,0 +1,98 @@
+"""Download failures with stable error codes, and the mapping from HTTP and OS errors to them."""
+
+from __future__ import annotations
+
+import errno
+from enum import StrEnum
+
+import httpx
+from huggingface_hub.errors import HfHubHTTPError
+
+
+class ErrorCode(StrEnum):
+    """``ErrorInfo.code`` values the downloader reports."""
+
+    AUTHENTICATION_FAILED = "AUTHENTICATION_FAILED"
+    ACCESS_DENIED = "ACCESS_DENIED"
+    MODEL_NOT_FOUND = "MODEL_NOT_FOUND"
+    RATE_LIMITED = "RATE_LIMITED"
+    CHECKSUM_MISMATCH = "CHECKSUM_MISMATCH"
+    INSUFFICIENT_STORAGE = "INSUFFICIENT_STORAGE"
+    INVALID_CONFIG = "INVALID_CONFIG"
+    DOWNLOAD_FAILED = "DOWNLOAD_FAILED"
+
+
+class DownloadError(Exception):
+    """A failure with its code; ``retryable`` ones (429, 5xx) are worth another try after ``retry_after``."""
+
+    def __init__(
+        self, code: ErrorCode, message: str, *, retryable: bool = False, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable or code is ErrorCode.RATE_LIMITED
+        self.retry_after = retry_after
+
+
+class Interrupted(Exception):
+    """Raised inside a transfer when the run was asked to stop (pause, cancel, SIGTERM, another failure)."""
+
+
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds form only); None when absent or a date."""
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value.strip()))
+    except ValueError:
+        return None
+
+
+def error_for_status(status: int, what: str, *, retry_after: float | None = None) -> DownloadError:
+    """The error for an HTTP failure status while fetching ``what``."""
+    if status == 401:
+        return DownloadError(
+            ErrorCode.AUTHENTICATION_FAILED,
+            f"{what}: HTTP 401, the token is missing or invalid (or the repository does not exist)",
+        )
+    if status == 403:
+        return DownloadError(
+            ErrorCode.ACCESS_DENIED, f"{what}: HTTP 403, access denied (gated or private; request access)"
+        )
+    if status in (404, 410):
+        return DownloadError(ErrorCode.MODEL_NOT_FOUND, f"{what}: HTTP {status}, not found")
+    if status == 429:
+        return DownloadError(
+            ErrorCode.RATE_LIMITED, f"{what}: HTTP 429, rate limited", retry_after=retry_after
+        )
+    if status == 507:
+        return DownloadError(ErrorCode.INSUFFICIENT_STORAGE, f"{what}: HTTP 507 from the server")
+    return DownloadError(
+        ErrorCode.DOWNLOAD_FAILED, f"{what}: HTTP {status}", retryable=status in (500, 502, 503, 504)
+    )
+
+
+def classify(error: BaseException, what: str) -> DownloadError:
+    """Map any exception raised while fetching ``what`` to a :class:`DownloadError`."""
+    if isinstance(error, DownloadError):
+        return error
+    if isinstance(error, OSError) and error.errno in STORAGE_ERRNOS:
+        return DownloadError(
+            ErrorCode.INSUFFICIENT_STORAGE,
+            f"{what}: no space left on the models volume ({errno.errorcode.get(error.errno or 0, '?')}); "
+            "the partial file is kept for resume",
+        )
+    if isinstance(error, HfHubHTTPError) and error.response is not None:
+        response = error.response
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        return error_for_status(response.status_code, what, retry_after=retry_after)
+    if isinstance(error, httpx.HTTPStatusError):
+        retry_after = parse_retry_after(error.response.headers.get("Retry-After"))
+        return error_for_status(error.response.status_code, what, retry_after=retry_after)
+    # Messages of transport errors carry URLs at most, never headers, so they are safe to report.
+    detail = str(error).splitlines()[0][:300] if str(error) else ""
+    return DownloadError(ErrorCode.DOWNLOAD_FAILED, f"{what}: {type(error).__name__}: {detail}".rstrip(": "))

@@ -1,0 +1,283 @@
+"""One ModelPull run: resolve the source, download files in parallel, obey pause/cancel/SIGTERM, report.
+
+Worker threads (``maxParallelFiles``) take files from a queue; the main thread reports progress
+every quarter second (the Reporter sends at most one per second), reads pending actions and
+watches for SIGTERM. Every stop goes through one event the partial-file writers check on each
+chunk, so transfers end within a chunk; a transfer stuck on a silent server is abandoned after
+a grace period (threads are daemons, the partial file stays valid).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+from kubepilot_api.common import ErrorInfo
+from kubepilot_api.modelpull import FileState, SourceType
+from kubepilot_api.workers.config import DownloaderConfig
+from kubepilot_api.workers.progress import DownloadReport, PendingAction, WorkState
+from kubepilot_workers.downloader import http_transfer
+from kubepilot_workers.downloader.errors import DownloadError, ErrorCode, Interrupted, classify
+from kubepilot_workers.downloader.huggingface import HuggingFaceClient
+from kubepilot_workers.downloader.partfile import PartWriter
+from kubepilot_workers.downloader.pipeline import FilePipeline
+from kubepilot_workers.downloader.progress import FileProgress, ProgressTracker
+from kubepilot_workers.downloader.sources import civitai_tasks, new_api_client, url_tasks
+from kubepilot_workers.downloader.store import BlobStore
+from kubepilot_workers.downloader.tasks import FileTask, Transport
+from kubepilot_workers.reporting import Reporter
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+TICK_SECONDS = 0.25
+STOP_GRACE_SECONDS = 5.0
+RETRY_ATTEMPTS = 5
+MAX_RETRY_WAIT_SECONDS = 120.0
+
+EXIT_CODES = {
+    WorkState.SUCCEEDED: 0,
+    WorkState.PAUSED: 0,
+    WorkState.CANCELLED: 0,
+    WorkState.STOPPED: 143,  # 128 + SIGTERM, as a shell would report it
+    WorkState.FAILED: 1,
+}
+
+
+class DownloadRun:
+    """Everything one downloader process does for its ModelPull."""
+
+    def __init__(self, config: DownloaderConfig, reporter: Reporter, *, token: str | None) -> None:
+        self.config = config
+        self.reporter = reporter
+        self.token = token
+        self.store = BlobStore(Path(config.storeDir))
+        self.target_dir = Path(config.targetDir)
+        self.stop = threading.Event()
+        self.signalled = threading.Event()
+        self.pause: PendingAction | None = None
+        self.cancel: PendingAction | None = None
+        self.errors: list[DownloadError] = []
+        self.revision = ""
+        self.tracker = ProgressTracker([])
+        self._http = new_api_client()
+        self._hf: HuggingFaceClient | None = None
+        self._queue: deque[tuple[int, FileTask]] = deque()
+        self._queue_lock = threading.Lock()
+        self._wake = threading.Event()
+
+    def request_stop_by_signal(self) -> None:
+        """SIGTERM: stop now, keep partial files (safe to call from a signal handler)."""
+        self.signalled.set()
+        self.stop.set()
+        self._wake.set()
+
+    def run(self) -> DownloadReport:
+        """Download everything (or stop); returns the final report, not yet sent."""
+        try:
+            return self._run()
+        finally:
+            self._http.close()
+
+    def _run(self) -> DownloadReport:
+        self.reporter.update(self.tracker.report(WorkState.STARTING, message="resolving the source"))
+        try:
+            tasks = self._resolve()
+        except DownloadError as error:
+            return self._failed(error)
+        except Interrupted:
+            return self.tracker.report(WorkState.STOPPED, message="stopped by SIGTERM while waiting to retry")
+        except (httpx.HTTPError, OSError, ValueError) as error:
+            return self._failed(classify(error, "resolving the source"))
+        if self.signalled.is_set():
+            return self.tracker.report(WorkState.STOPPED, message="stopped by SIGTERM before downloading")
+        self.tracker = ProgressTracker(
+            [FileProgress(self._report_path(t), self._size_for_progress(t)) for t in tasks]
+        )
+        pipeline = FilePipeline(self.store, self.target_dir, self.tracker, self.stop, force=self.config.force)
+        try:
+            pipeline.check_free_space(tasks)
+        except DownloadError as error:
+            return self._failed(error)
+        except OSError as error:
+            return self._failed(classify(error, "checking free space"))
+        self._queue.extend(enumerate(tasks))
+        threads = [
+            threading.Thread(target=self._worker, args=(pipeline,), name=f"download-{n}", daemon=True)
+            for n in range(min(self.config.maxParallelFiles, len(tasks)))
+        ]
+        for thread in threads:
+            thread.start()
+        stop_deadline: float | None = None
+        while any(thread.is_alive() for thread in threads):
+            self._poll_controls()
+            self.reporter.update(self._running_report())
+            if self.stop.is_set():
+                stop_deadline = stop_deadline or time.monotonic() + STOP_GRACE_SECONDS
+                if time.monotonic() > stop_deadline:
+                    log.warning("a transfer did not stop within %.0fs; leaving it behind", STOP_GRACE_SECONDS)
+                    break
+            self._wake.wait(TICK_SECONDS)
+            self._wake.clear()
+        self._poll_controls()
+        return self._final(tasks, pipeline)
+
+    def _resolve(self) -> list[FileTask]:
+        source = self.config.source
+        if source.type is SourceType.HUGGING_FACE:
+            if source.huggingFace is None:
+                raise DownloadError(ErrorCode.INVALID_CONFIG, "source type HuggingFace needs huggingFace")
+            self._hf = HuggingFaceClient(
+                source.huggingFace, endpoint=self.config.huggingFaceEndpoint, token=self.token
+            )
+            tasks = self._with_retries(self._hf.resolve)
+            self.revision = self._hf.commit
+            return tasks
+        if source.type is SourceType.CIVITAI:
+            civitai = source.civitai
+            if civitai is None:
+                raise DownloadError(ErrorCode.INVALID_CONFIG, "source type Civitai needs civitai")
+            return self._with_retries(
+                lambda: civitai_tasks(
+                    self._http, civitai, api_base=self.config.civitaiApiBase, key=self.token
+                )
+            )
+        if not source.urls:
+            raise DownloadError(ErrorCode.INVALID_CONFIG, "source type URL needs urls")
+        return url_tasks(source.urls)
+
+    def _with_retries(self, call: Callable[[], T]) -> T:
+        """``call()``, again after a wait when it fails with a retryable error (429, 5xx), boundedly."""
+        attempt = 0
+        while True:
+            try:
+                return call()
+            except DownloadError as error:
+                attempt += 1
+                if not error.retryable or attempt >= RETRY_ATTEMPTS:
+                    raise
+                wait = error.retry_after if error.retry_after is not None else 2.0**attempt
+                wait = min(wait, MAX_RETRY_WAIT_SECONDS)
+                log.warning(
+                    "%s; retrying in %.1fs (attempt %d of %d)",
+                    error.message,
+                    wait,
+                    attempt + 1,
+                    RETRY_ATTEMPTS,
+                )
+                if self.stop.wait(wait):
+                    raise Interrupted("stop requested while waiting to retry") from None
+
+    def _worker(self, pipeline: FilePipeline) -> None:
+        try:
+            while not self.stop.is_set():
+                with self._queue_lock:
+                    if not self._queue:
+                        return
+                    index, task = self._queue.popleft()
+                try:
+                    self._with_retries(functools.partial(self._run_file, pipeline, index, task))
+                except Interrupted:
+                    self.tracker.finish(index, FileState.PENDING)
+                except Exception as error:
+                    failure = classify(error, task.relative_path)
+                    log.error("%s", failure.message)
+                    self.errors.append(failure)
+                    self.tracker.finish(index, FileState.FAILED)
+                    # Fail fast: the other transfers stop too, keeping their partial files for a retry.
+                    self.stop.set()
+        finally:
+            self._wake.set()
+
+    def _run_file(self, pipeline: FilePipeline, index: int, task: FileTask) -> None:
+        try:
+            pipeline.run(index, task, self._fetch)
+        except (DownloadError, Interrupted):
+            raise
+        except Exception as error:
+            raise classify(error, task.relative_path) from None
+
+    def _fetch(self, task: FileTask, writer: PartWriter) -> None:
+        if task.transport is Transport.HUGGING_FACE and self._hf is not None:
+            self._hf.fetch(task, writer)
+        else:
+            http_transfer.fetch(task.url, task.headers, writer, size=task.size, label=task.relative_path)
+
+    def _poll_controls(self) -> None:
+        for action in self.reporter.take_actions():
+            if action.name == "pause":
+                self.pause = action
+            elif action.name == "cancel":
+                self.cancel = action
+            else:
+                self.reporter.ack(
+                    action.name, action.nonce, ok=False, message="the downloader has no such action"
+                )
+                continue
+            log.info("action %s received; stopping", action.name)
+            self.stop.set()
+
+    def _running_report(self) -> DownloadReport:
+        state = WorkState.RUNNING
+        message = "downloading"
+        if self.stop.is_set():
+            message = "stopping"
+        return self.tracker.report(state, revision=self.revision, message=message)
+
+    def _final(self, tasks: list[FileTask], pipeline: FilePipeline) -> DownloadReport:
+        verified = self.tracker.all_verified() and not self.errors
+        if self.cancel is not None and not verified:
+            for task in tasks:
+                pipeline.remove_partial(task)
+            self.reporter.ack("cancel", self.cancel.nonce, message="cancelled; partial files removed")
+            return self._done(WorkState.CANCELLED, "cancelled; partial files removed")
+        if self.errors:
+            return self._failed(self.errors[0])
+        if verified:
+            for action in (self.pause, self.cancel):
+                if action is not None:
+                    self.reporter.ack(action.name, action.nonce, message="the download had already completed")
+            total = sum(f.sizeBytes for f in self.tracker.files() if f.sizeBytes > 0)
+            return self._done(WorkState.SUCCEEDED, f"{len(tasks)} file(s), {total} bytes verified")
+        if self.pause is not None:
+            self.reporter.ack("pause", self.pause.nonce, message="paused; partial files kept for resume")
+            return self._done(WorkState.PAUSED, "paused; partial files kept for resume")
+        if self.signalled.is_set():
+            log.info("stopped by a signal; partial files kept for resume")
+            return self._done(WorkState.STOPPED, "stopped by SIGTERM; partial files kept for resume")
+        return self._failed(
+            DownloadError(ErrorCode.DOWNLOAD_FAILED, "stopped before every file was verified")
+        )
+
+    def _done(self, state: WorkState, message: str) -> DownloadReport:
+        return self.tracker.report(state, revision=self.revision, message=message)
+
+    def _failed(self, error: DownloadError) -> DownloadReport:
+        return self.tracker.report(
+            WorkState.FAILED,
+            revision=self.revision,
+            message=error.message,
+            error=ErrorInfo(code=error.code.value, message=error.message[:4096]),
+        )
+
+    def _report_path(self, task: FileTask) -> str:
+        """The file's final path relative to the models volume (absolute when outside it)."""
+        destination = self.target_dir / task.relative_path
+        relative = os.path.relpath(destination, self.config.modelsRoot) if self.config.modelsRoot else ".."
+        return str(destination) if relative.startswith("..") else relative
+
+    @staticmethod
+    def _size_for_progress(task: FileTask) -> int:
+        if task.size is not None:
+            return task.size
+        return task.size_hint if task.size_hint is not None else -1

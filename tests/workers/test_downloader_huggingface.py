@@ -1,0 +1,220 @@
+"""The downloader against a local Hugging Face-compatible Hub: selection, revision, reruns, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kubepilot_api.workers.progress import DownloadReport, WorkState
+from tests.workers.downloader_harness import PullHarness
+from tests.workers.hubfake import FakeFile, HubFake, bytes_of
+from tests.workers.intake import ContractIntake
+
+WEIGHTS = bytes_of("weights", 1_500_000)
+VAE = bytes_of("vae", 300_000)
+CONFIG = b'{"architectures": ["Tiny"]}'
+
+
+@pytest.fixture
+def hub() -> Iterator[HubFake]:
+    with HubFake() as server:
+        server.add_repo(
+            "org/tiny-model",
+            {
+                "model.safetensors": FakeFile(WEIGHTS),
+                "vae/diffusion_pytorch_model.safetensors": FakeFile(VAE),
+                "config.json": FakeFile(CONFIG, lfs=False),
+                "pytorch_model.bin": FakeFile(bytes_of("pickle", 200_000)),
+                "README.md": FakeFile(b"# tiny\n", lfs=False),
+            },
+            refs={"main", "v1.0"},
+        )
+        yield server
+
+
+def _hf(hub: HubFake, **fields: object) -> dict[str, object]:
+    return {"type": "HuggingFace", "huggingFace": {"repo": "org/tiny-model", **fields}}
+
+
+def test_a_repo_is_downloaded_with_patterns_and_its_revision_recorded(
+    hub: HubFake, intake: ContractIntake, tmp_path: Path
+) -> None:
+    pull = PullHarness(tmp_path, intake)
+    pull.write_config(
+        _hf(hub, revision="v1.0", allowPatterns=["*.safetensors", "*.json"], ignorePatterns=["vae/*"]),
+        huggingFaceEndpoint=hub.base_url,
+    )
+
+    assert pull.run() == 0
+
+    final = pull.final()
+    assert final["state"] == "Succeeded" and final["final"] is True
+    assert final["resolvedRevision"] == hub.repos["org/tiny-model"].commit
+    assert sorted(f["path"] for f in final["files"]) == [
+        "checkpoints/pull/config.json",
+        "checkpoints/pull/model.safetensors",
+    ]
+    assert all(f["state"] == "Verified" and len(f["sha256"]) == 64 for f in final["files"])
+    assert (pull.target / "model.safetensors").read_bytes() == WEIGHTS
+    assert (pull.target / "config.json").read_bytes() == CONFIG
+    assert not (pull.target / "vae").exists() and not (pull.target / "pytorch_model.bin").exists()
+    blob = pull.store / "blobs" / hub.repos["org/tiny-model"].files["model.safetensors"].sha256
+    assert (pull.target / "model.safetensors").samefile(blob), "the type folder links the verified blob"
+    assert pull.partials() == []
+    last = pull.reports()[-1]
+    assert isinstance(last, DownloadReport) and last.state is WorkState.SUCCEEDED
+    assert last.progress is not None and last.progress.percent == 100
+    assert last.progress.bytesDone == last.progress.bytesTotal == len(WEIGHTS) + len(CONFIG)
+
+
+def test_exact_files_of_a_repo_are_downloaded_into_their_repo_relative_paths(
+    hub: HubFake, intake: ContractIntake, tmp_path: Path
+) -> None:
+    pull = PullHarness(tmp_path, intake)
+    pull.write_config(
+        _hf(hub, files=["vae/diffusion_pytorch_model.safetensors"]), huggingFaceEndpoint=hub.base_url
+    )
+
+    assert pull.run() == 0
+
+    assert (pull.target / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == VAE
+    assert [p.name for p in pull.target.rglob("*") if p.is_file()] == ["diffusion_pytorch_model.safetensors"]
+    assert set(hub.served) == {"org/tiny-model/vae/diffusion_pytorch_model.safetensors"}
+
+
+def test_a_rerun_skips_verified_files_and_force_downloads_them_again(
+    hub: HubFake, intake: ContractIntake, tmp_path: Path
+) -> None:
+    pull = PullHarness(tmp_path, intake)
+    pull.write_config(
+        _hf(hub, allowPatterns=["*.safetensors", "config.json"]), huggingFaceEndpoint=hub.base_url
+    )
+    assert pull.run() == 0
+    first = dict(hub.served)
+    assert sum(first.values()) == len(WEIGHTS) + len(VAE) + len(CONFIG)
+
+    assert pull.run() == 0
+    assert hub.served == first, "verified files are not downloaded again"
+    assert pull.final()["state"] == "Succeeded" and len(pull.final()["files"]) == 3
+
+    pull.write_config(
+        _hf(hub, allowPatterns=["*.safetensors", "config.json"]), huggingFaceEndpoint=hub.base_url, force=True
+    )
+    assert pull.run() == 0
+    assert sum(hub.served.values()) == 2 * sum(first.values())
+    assert (pull.target / "model.safetensors").read_bytes() == WEIGHTS
+
+
+def test_a_file_another_pull_verified_is_linked_from_the_store_without_downloading(
+    hub: HubFake, intake: ContractIntake, tmp_path: Path
+) -> None:
+    first = PullHarness(tmp_path, intake, name="first")
+    first.write_config(_hf(hub, files=["model.safetensors"]), huggingFaceEndpoint=hub.base_url)
+    assert first.run() == 0
+    second = PullHarness(tmp_path, intake, name="second")
+    second.write_config(_hf(hub, files=["model.safetensors"]), huggingFaceEndpoint=hub.base_url)
+
+    assert second.run() == 0
+
+    assert hub.served["org/tiny-model/model.safetensors"] == len(WEIGHTS)
+    assert (second.target / "model.safetensors").samefile(first.target / "model.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("required", "given", "repo", "code"),
+    [
+        (None, None, "org/absent", "MODEL_NOT_FOUND"),
+        ("good-token", None, "org/tiny-model", "AUTHENTICATION_FAILED"),
+        ("good-token", "wrong-token", "org/tiny-model", "AUTHENTICATION_FAILED"),
+        ("good-token", "gated-token", "org/tiny-model", "ACCESS_DENIED"),
+    ],
+)
+def test_hub_refusals_give_distinct_error_codes(
+    hub: HubFake,
+    intake: ContractIntake,
+    tmp_path: Path,
+    required: str | None,
+    given: str | None,
+    repo: str,
+    code: str,
+) -> None:
+    hub.required_token = required
+    hub.denied_tokens = {"gated-token"}
+    pull = PullHarness(tmp_path, intake)
+    pull.write_config(
+        {"type": "HuggingFace", "huggingFace": {"repo": repo}}, token=given, huggingFaceEndpoint=hub.base_url
+    )
+
+    assert pull.run() == 1
+
+    final = pull.final()
+    assert final["state"] == "Failed" and final["error"]["code"] == code
+    assert (
+        "good-token" not in pull.termination.read_text() and "gated-token" not in pull.termination.read_text()
+    )
+    assert not pull.target.exists()
+
+
+def test_a_token_from_the_token_file_opens_a_private_repo(
+    hub: HubFake, intake: ContractIntake, tmp_path: Path
+) -> None:
+    hub.required_token = "good-token"
+    pull = PullHarness(tmp_path, intake)
+    pull.write_config(_hf(hub, files=["config.json"]), token="good-token", huggingFaceEndpoint=hub.base_url)
+
+    assert pull.run() == 0
+    assert (pull.target / "config.json").read_bytes() == CONFIG
+
+
+def test_a_missing_file_in_the_repo_is_model_not_found(
+    hub: HubFake, intake: ContractIntake, tmp_path: Path
+) -> None:
+    pull = PullHarness(tmp_path, intake)
+    pull.write_config(_hf(hub, files=["nope.safetensors"]), huggingFaceEndpoint=hub.base_url)
+
+    assert pull.run() == 1
+    assert pull.final()["error"]["code"] == "MODEL_NOT_FOUND"
+    assert "nope.safetensors" in pull.final()["error"]["message"]
+
+
+def test_a_connection_dropped_mid_file_is_resumed_with_a_range_request(
+    hub: HubFake, intake: ContractIntake, tmp_path: Path
+) -> None:
+    key = "org/tiny-model/model.safetensors"
+    hub.drop_after[key] = 1_200_000
+    pull = PullHarness(tmp_path, intake)
+    pull.write_config(_hf(hub, files=["model.safetensors"]), huggingFaceEndpoint=hub.base_url)
+
+    assert pull.run() == 0
+
+    assert (pull.target / "model.safetensors").read_bytes() == WEIGHTS
+    first, resumed = hub.range_starts[key]
+    # Whole chunks written before the drop are kept; only the torn chunk is fetched again.
+    assert first == 0 and 1_200_000 - 256 * 1024 <= resumed <= 1_200_000
+    assert hub.served[key] == len(WEIGHTS) + (1_200_000 - resumed)
+
+
+def test_rate_limited_requests_are_retried_after_the_servers_hint(
+    hub: HubFake, intake: ContractIntake, tmp_path: Path
+) -> None:
+    hub.rate_limit_remaining = 2
+    hub.retry_after = "0"
+    pull = PullHarness(tmp_path, intake)
+    pull.write_config(_hf(hub, files=["config.json"]), huggingFaceEndpoint=hub.base_url)
+
+    assert pull.run() == 0
+    assert pull.final()["state"] == "Succeeded"
+    assert hub.rate_limit_remaining == 0
+
+
+def test_a_passing_server_error_while_resolving_is_retried(
+    hub: HubFake, intake: ContractIntake, tmp_path: Path
+) -> None:
+    hub.error_status, hub.error_remaining = 503, 1
+    pull = PullHarness(tmp_path, intake)
+    pull.write_config(_hf(hub, files=["config.json"]), huggingFaceEndpoint=hub.base_url)
+
+    assert pull.run() == 0
+    assert hub.error_remaining == 0 and (pull.target / "config.json").read_bytes() == CONFIG
