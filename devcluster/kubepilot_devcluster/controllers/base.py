@@ -1,0 +1,80 @@
+"""The shape every devcluster control loop shares: wake on watch events or a resync tick, then reconcile.
+
+Controllers are level-triggered: each pass reads the current objects from the API server (so it always sees
+its own writes) and converges them; watches only decide *when* to run a pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from .client import TRANSIENT_ERRORS, KubeClient, Resource
+
+log = logging.getLogger(__name__)
+
+
+async def watch_trigger(client: KubeClient, resources: Sequence[Resource], wake: asyncio.Event) -> None:
+    """Set ``wake`` on every event of every watched resource, forever."""
+
+    async def one(res: Resource) -> None:
+        async for _event in client.watch_forever(res):
+            wake.set()
+
+    await asyncio.gather(*(one(res) for res in resources))
+
+
+class ControlLoop:
+    """Base class: override ``watched`` and ``reconcile``; ``run`` drives them until ``stop`` is set."""
+
+    name = "controller"
+    watched: Sequence[Resource] = ()
+    resync_seconds = 1.0
+    debounce_seconds = 0.05
+
+    def __init__(self, client: KubeClient) -> None:
+        self.client = client
+        self.wake = asyncio.Event()
+
+    async def reconcile(self) -> None:
+        raise NotImplementedError
+
+    async def startup(self) -> None:
+        """Called once before the first pass."""
+
+    async def shutdown(self) -> None:
+        """Called once when the loop stops."""
+
+    async def _sleep_until_woken(self, stop: asyncio.Event) -> None:
+        """Wait for a watch event, the resync tick or ``stop``; then let a burst of events settle."""
+        waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=self.resync_seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        if not stop.is_set():
+            await asyncio.sleep(self.debounce_seconds)
+        self.wake.clear()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        watcher = asyncio.create_task(
+            watch_trigger(self.client, self.watched, self.wake), name=f"{self.name} watch"
+        )
+        try:
+            await self.startup()
+            while not stop.is_set():
+                try:
+                    await self.reconcile()
+                except TRANSIENT_ERRORS as err:
+                    log.warning("%s: pass failed, retrying: %s", self.name, err)
+                except Exception:
+                    log.exception("%s: pass crashed, retrying", self.name)
+                await self._sleep_until_woken(stop)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await self.shutdown()
