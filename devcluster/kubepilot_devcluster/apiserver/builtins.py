@@ -8,13 +8,27 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import random
 from typing import Any
 
 from kubepilot_devcluster.apiserver import builtin_schemas
 from kubepilot_devcluster.apiserver.errors import JsonObject, bad_request, cause, invalid
 from kubepilot_devcluster.apiserver.resources import ResourceType
 
-_SERVICE_NETWORK = ipaddress.ip_network("10.96.0.0/16")
+_SERVICE_NETWORK = ipaddress.ip_network("127.2.0.0/16")
+"""Loopback, so the control plane's userspace proxy can listen on every cluster IP it hands out."""
+
+
+def _free_cluster_ip(taken: set[str]) -> str:
+    # A random start keeps two devclusters on one machine (tests beside a dev stack) from colliding.
+    size = _SERVICE_NETWORK.num_addresses
+    start = random.randrange(2, size - 1)
+    for step in range(size):
+        offset = 2 + (start - 2 + step) % (size - 3)
+        address = str(_SERVICE_NETWORK.network_address + offset)
+        if offset % 256 not in (0, 255) and address not in taken:
+            return address
+    raise invalid("", "Service", "", [cause("spec.clusterIP", "no free cluster IP left")])
 
 
 def _pod_spec_defaults(spec: JsonObject) -> None:
@@ -72,12 +86,9 @@ def _service_defaults(obj: JsonObject, taken: set[str]) -> None:
     spec.setdefault("type", "ClusterIP")
     spec.setdefault("sessionAffinity", "None")
     if spec.get("clusterIP") is None:
-        for host in _SERVICE_NETWORK.hosts():
-            address = str(host)
-            if address not in taken and not address.endswith(".1"):
-                spec["clusterIP"] = address
-                spec["clusterIPs"] = [address]
-                break
+        address = _free_cluster_ip(taken)
+        spec["clusterIP"] = address
+        spec["clusterIPs"] = [address]
     for port in spec.get("ports") or []:
         if isinstance(port, dict):
             port.setdefault("protocol", "TCP")

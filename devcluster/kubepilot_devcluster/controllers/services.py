@@ -1,8 +1,8 @@
 """Services: cluster IP allocation, Endpoints and EndpointSlices, and the userspace proxy table.
 
-Every Service of type ClusterIP (also NodePort/LoadBalancer, which the devcluster treats as ClusterIP) gets
-``spec.clusterIP`` from 127.2.0.0/16 through a patch; an address outside that block (one the API server
-defaulted, say) is replaced, because only loopback addresses can be proxied on this machine.
+The API server gives every Service of type ClusterIP (also NodePort/LoadBalancer, which the devcluster
+treats as ClusterIP) a ``spec.clusterIP`` from 127.2.0.0/16; one outside that block (set by hand in a
+manifest, say) is replaced through a patch, because only loopback addresses can be proxied on this machine.
 
 Its selector picks pods of its namespace that have a pod IP and are not finished or terminating; ready
 pods become ``addresses``, others ``notReadyAddresses``. Only ready addresses receive proxied connections.
