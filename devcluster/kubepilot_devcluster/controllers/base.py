@@ -11,7 +11,8 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
-from .client import TRANSIENT_ERRORS, KubeClient, Resource
+from .client import TRANSIENT_ERRORS, JsonObject, KubeClient, Resource
+from .objects import controller_uid, meta, uid_of
 
 log = logging.getLogger(__name__)
 
@@ -78,3 +79,34 @@ class ControlLoop:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             await self.shutdown()
+
+
+class OwnerLoop(ControlLoop):
+    """A controller of objects that own others (Job → pods, Deployment → ReplicaSets, ...).
+
+    Each pass lists both kinds once, groups the owned objects by their controller's uid, and
+    calls ``sync`` for every owner with what it controls; a transient API error skips that owner
+    until the next pass instead of stopping the loop.
+    """
+
+    owner: Resource
+    owned: Resource
+
+    async def sync(self, owner: JsonObject, owned: list[JsonObject]) -> None:
+        raise NotImplementedError
+
+    async def reconcile(self) -> None:
+        owners, _ = await self.client.list(self.owner)
+        children, _ = await self.client.list(self.owned)
+        by_owner: dict[str, list[JsonObject]] = {}
+        for child in children:
+            uid = controller_uid(child)
+            if uid:
+                by_owner.setdefault(uid, []).append(child)
+        for obj in owners:
+            try:
+                await self.sync(obj, by_owner.get(uid_of(obj), []))
+            except TRANSIENT_ERRORS as err:
+                log.warning(
+                    "%s: %s/%s: %s", self.name, meta(obj).get("namespace"), meta(obj).get("name"), err
+                )

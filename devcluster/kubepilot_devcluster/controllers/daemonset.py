@@ -6,10 +6,9 @@ import logging
 from typing import Any
 
 from ..kubelet.scheduler import node_labels
-from .base import ControlLoop
-from .client import DAEMONSETS, PODS, TRANSIENT_ERRORS, KubeClient
+from .base import OwnerLoop
+from .client import DAEMONSETS, PODS, KubeClient
 from .objects import (
-    controller_uid,
     is_active,
     is_ready,
     meta,
@@ -17,7 +16,6 @@ from .objects import (
     random_suffix,
     status_changed,
     template_hash,
-    uid_of,
 )
 
 log = logging.getLogger(__name__)
@@ -25,30 +23,18 @@ JsonObject = dict[str, Any]
 REVISION_LABEL = "controller-revision-hash"
 
 
-class DaemonSetController(ControlLoop):
+class DaemonSetController(OwnerLoop):
     """Keeps exactly one up-to-date pod of each DaemonSet on the node (when its nodeSelector allows)."""
 
     name = "daemonset-controller"
     watched = (DAEMONSETS, PODS)
+    owner = DAEMONSETS
+    owned = PODS
 
     def __init__(self, client: KubeClient, node_name: str) -> None:
         super().__init__(client)
         self.node_name = node_name
         self.labels = node_labels(node_name)
-
-    async def reconcile(self) -> None:
-        daemonsets, _ = await self.client.list(DAEMONSETS)
-        pods, _ = await self.client.list(PODS)
-        by_owner: dict[str, list[JsonObject]] = {}
-        for pod in pods:
-            owner = controller_uid(pod)
-            if owner:
-                by_owner.setdefault(owner, []).append(pod)
-        for ds in daemonsets:
-            try:
-                await self.sync(ds, by_owner.get(uid_of(ds), []))
-            except TRANSIENT_ERRORS as err:
-                log.warning("daemonset %s: %s", meta(ds).get("name"), err)
 
     async def sync(self, ds: JsonObject, pods: list[JsonObject]) -> None:
         if meta(ds).get("deletionTimestamp"):

@@ -13,20 +13,18 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from .base import ControlLoop
-from .client import DEPLOYMENTS, REPLICASETS, TRANSIENT_ERRORS
+from .base import OwnerLoop
+from .client import DEPLOYMENTS, REPLICASETS
 from .events import record_event
 from .job import parse_time
 from .objects import (
     condition,
-    controller_uid,
     merge_conditions,
     meta,
     now_iso,
     owner_reference,
     status_changed,
     template_hash,
-    uid_of,
 )
 
 log = logging.getLogger(__name__)
@@ -46,25 +44,13 @@ def _count(rs: JsonObject, field: str) -> int:
     return int((rs.get("status") or {}).get(field, 0))
 
 
-class DeploymentController(ControlLoop):
+class DeploymentController(OwnerLoop):
     """Reconciles Deployments to ReplicaSets."""
 
     name = "deployment-controller"
     watched = (DEPLOYMENTS, REPLICASETS)
-
-    async def reconcile(self) -> None:
-        deployments, _ = await self.client.list(DEPLOYMENTS)
-        replicasets, _ = await self.client.list(REPLICASETS)
-        by_owner: dict[str, list[JsonObject]] = {}
-        for rs in replicasets:
-            owner = controller_uid(rs)
-            if owner:
-                by_owner.setdefault(owner, []).append(rs)
-        for deployment in deployments:
-            try:
-                await self.sync(deployment, by_owner.get(uid_of(deployment), []))
-            except TRANSIENT_ERRORS as err:
-                log.warning("deployment %s: %s", meta(deployment).get("name"), err)
+    owner = DEPLOYMENTS
+    owned = REPLICASETS
 
     def _new_replicaset(self, deployment: JsonObject, pod_hash: str, replicas: int, rev: int) -> JsonObject:
         spec = deployment.get("spec") or {}

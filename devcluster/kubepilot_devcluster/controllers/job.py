@@ -13,12 +13,11 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from .base import ControlLoop
-from .client import JOBS, PODS, TRANSIENT_ERRORS
+from .base import OwnerLoop
+from .client import JOBS, PODS
 from .events import record_event
 from .objects import (
     condition,
-    controller_uid,
     is_active,
     is_ready,
     merge_conditions,
@@ -80,25 +79,13 @@ def restarts(pod: JsonObject) -> int:
     return sum(int(s.get("restartCount", 0)) for s in statuses)
 
 
-class JobController(ControlLoop):
+class JobController(OwnerLoop):
     """Reconciles every Job against the pods it controls."""
 
     name = "job-controller"
     watched = (JOBS, PODS)
-
-    async def reconcile(self) -> None:
-        jobs, _ = await self.client.list(JOBS)
-        pods, _ = await self.client.list(PODS)
-        by_owner: dict[str, list[JsonObject]] = {}
-        for pod in pods:
-            owner = controller_uid(pod)
-            if owner:
-                by_owner.setdefault(owner, []).append(pod)
-        for job in jobs:
-            try:
-                await self.sync_job(job, by_owner.get(uid_of(job), []))
-            except TRANSIENT_ERRORS as err:
-                log.warning("job %s: %s", meta(job).get("name"), err)
+    owner = JOBS
+    owned = PODS
 
     async def _event(self, job: JsonObject, reason: str, message: str, warning: bool = False) -> None:
         body = job | {"apiVersion": "batch/v1", "kind": "Job"}
@@ -128,7 +115,7 @@ class JobController(ControlLoop):
                 JOBS, meta(job).get("namespace"), meta(job)["name"], propagation="Background"
             )
 
-    async def sync_job(self, job: JsonObject, pods: list[JsonObject]) -> None:
+    async def sync(self, job: JsonObject, pods: list[JsonObject]) -> None:
         if meta(job).get("deletionTimestamp"):
             return
         spec = job.get("spec") or {}

@@ -5,18 +5,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .base import ControlLoop
-from .client import PODS, REPLICASETS, TRANSIENT_ERRORS
+from .base import OwnerLoop
+from .client import PODS, REPLICASETS
 from .events import record_event
 from .objects import (
-    controller_uid,
     is_active,
     is_ready,
     meta,
     pod_from_template,
     random_suffix,
     status_changed,
-    uid_of,
 )
 
 log = logging.getLogger(__name__)
@@ -29,25 +27,13 @@ def scale_down_order(pods: list[JsonObject]) -> list[JsonObject]:
     return sorted(newest_first, key=lambda p: (bool((p.get("spec") or {}).get("nodeName")), is_ready(p)))
 
 
-class ReplicaSetController(ControlLoop):
+class ReplicaSetController(OwnerLoop):
     """Creates and deletes pods so that each ReplicaSet has its desired number of active pods."""
 
     name = "replicaset-controller"
     watched = (REPLICASETS, PODS)
-
-    async def reconcile(self) -> None:
-        replicasets, _ = await self.client.list(REPLICASETS)
-        pods, _ = await self.client.list(PODS)
-        by_owner: dict[str, list[JsonObject]] = {}
-        for pod in pods:
-            owner = controller_uid(pod)
-            if owner:
-                by_owner.setdefault(owner, []).append(pod)
-        for rs in replicasets:
-            try:
-                await self.sync(rs, by_owner.get(uid_of(rs), []))
-            except TRANSIENT_ERRORS as err:
-                log.warning("replicaset %s: %s", meta(rs).get("name"), err)
+    owner = REPLICASETS
+    owned = PODS
 
     async def _event(self, rs: JsonObject, reason: str, message: str) -> None:
         body = rs | {"apiVersion": "apps/v1", "kind": "ReplicaSet"}
