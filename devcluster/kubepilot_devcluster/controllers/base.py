@@ -6,6 +6,7 @@ its own writes) and converges them; watches only decide *when* to run a pass.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -27,7 +28,7 @@ async def watch_trigger(client: KubeClient, resources: Sequence[Resource], wake:
     await asyncio.gather(*(one(res) for res in resources))
 
 
-class ControlLoop:
+class ControlLoop(abc.ABC):
     """Base class: override ``watched`` and ``reconcile``; ``run`` drives them until ``stop`` is set."""
 
     name = "controller"
@@ -39,13 +40,14 @@ class ControlLoop:
         self.client = client
         self.wake = asyncio.Event()
 
+    @abc.abstractmethod
     async def reconcile(self) -> None:
-        raise NotImplementedError
+        """One pass: bring what this controller owns in line with what it watches."""
 
-    async def startup(self) -> None:
+    async def startup(self) -> None:  # noqa: B027 (an optional hook, empty by default)
         """Called once before the first pass."""
 
-    async def shutdown(self) -> None:
+    async def shutdown(self) -> None:  # noqa: B027 (an optional hook, empty by default)
         """Called once when the loop stops."""
 
     async def _sleep_until_woken(self, stop: asyncio.Event) -> None:
@@ -92,8 +94,9 @@ class OwnerLoop(ControlLoop):
     owner: Resource
     owned: Resource
 
+    @abc.abstractmethod
     async def sync(self, owner: JsonObject, owned: list[JsonObject]) -> None:
-        raise NotImplementedError
+        """Bring one owner's children in line with its spec and write its status."""
 
     async def reconcile(self) -> None:
         owners, _ = await self.client.list(self.owner)
