@@ -45,7 +45,15 @@ def make_dataset(root: Path, layout: dict[str, list[tuple[int, int]]], *, captio
 
 
 def trainer_config(
-    model: Path, dataset: Path, output: Path, *, name: str = "tr1", deepspeed: bool = False, **hyper: Any
+    model: Path,
+    dataset: Path,
+    output: Path,
+    *,
+    name: str = "tr1",
+    deepspeed: bool = False,
+    zero_stage: int = 2,
+    offload: bool = False,
+    **hyper: Any,
 ) -> TrainerConfig:
     """A TrainerConfig for the built-in trainer with small, fast hyper-parameters."""
     hyperparameters: dict[str, Any] = {
@@ -66,7 +74,12 @@ def trainer_config(
         "hyperparameters": hyperparameters,
     }
     if deepspeed:
-        body["deepspeed"] = {"enabled": True, "zeroStage": 2}
+        body["deepspeed"] = {
+            "enabled": True,
+            "zeroStage": zero_stage,
+            "offloadOptimizer": offload,
+            "offloadParameters": offload and zero_stage == 3,
+        }
     return TrainerConfig.model_validate(body)
 
 

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from kubepilot_api.workers.env import CONFIG_ENV, REPORT_URL_ENV, TERMINATION_MESSAGE_ENV, TOKEN_FILE_ENV
 from kubepilot_api.workers.progress import TrainingReport, WorkState
 from kubepilot_workers.trainer.checkpoints import read_state
@@ -50,13 +52,14 @@ def _start(env: dict[str, str]) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def test_the_cli_trains_under_deepspeed_zero2_and_ends_succeeded(
-    intake: ContractIntake, tiny_model: Path, tmp_path: Path
+@pytest.mark.parametrize(("zero_stage", "offload"), [(2, False), (3, True)], ids=["zero2", "zero3-offload"])
+def test_the_cli_trains_under_deepspeed_zero_and_ends_succeeded(
+    intake: ContractIntake, tiny_model: Path, tmp_path: Path, zero_stage: int, offload: bool
 ) -> None:
     dataset = make_dataset(tmp_path / "ds", {"2_a": [(64, 64), (96, 64)]})
     config = trainer_config(
-        tiny_model, dataset, tmp_path / "out", name="ds", deepspeed=True, maxSteps=3, saveEverySteps=2,
-        gradientAccumulationSteps=2,
+        tiny_model, dataset, tmp_path / "out", name="ds", deepspeed=True, zero_stage=zero_stage,
+        offload=offload, maxSteps=3, saveEverySteps=2, gradientAccumulationSteps=2,
     )  # fmt: skip
     url = intake.register(NAMESPACE, PLURAL, "ds", TOKEN)
     process = _start(_environment(tmp_path, url, write_config(config, tmp_path / "config.json")))
