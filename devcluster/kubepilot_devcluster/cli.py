@@ -20,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from kubepilot_devcluster.apiserver.server import DEFAULT_NODE, DevClusterServer
+from kubepilot_devcluster.apiserver.server import DevClusterServer
+from kubepilot_devcluster.kubelet.config import NodeConfig, NodeConfigError, load_node_config
 
 log = logging.getLogger("kubepilot_devcluster")
 
@@ -59,7 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=6443, help="port to listen on (0: any free port)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--data-dir", type=Path, required=True, help="directory for state and kubeconfig")
-    parser.add_argument("--node-name", default=DEFAULT_NODE, help="name of the one Node object")
+    parser.add_argument(
+        "--node-name",
+        default=None,
+        help="name of the one Node (default: nodeName in DIR/node.yaml, else devcluster-node)",
+    )
     parser.add_argument(
         "--no-controllers", action="store_true", help="serve the API only: no controllers, no process kubelet"
     )
@@ -85,12 +90,31 @@ def _tune_garbage_collector() -> None:
     gc.set_threshold(50_000, 50, 1_000)
 
 
+def node_name(data_dir: Path, requested: str | None) -> str:
+    """The Node's name. It lives in ``node.yaml`` (the kubelet's config, so the server and the kubelet
+    never disagree); ``--node-name`` seeds a new node.yaml and must match an existing one."""
+    path = data_dir / "node.yaml"
+    if requested is not None and not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        seeded = NodeConfig(node_name=requested).to_yaml()
+        path.write_text(yaml.safe_dump(seeded, sort_keys=False))
+    configured = load_node_config(data_dir).node_name
+    if requested is not None and requested != configured:
+        raise NodeConfigError(f"--node-name {requested!r} differs from nodeName {configured!r} in {path}")
+    return configured
+
+
 async def run(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    server = DevClusterServer(args.data_dir, args.host, args.port, args.node_name)
+    try:
+        name = node_name(args.data_dir, args.node_name)
+    except NodeConfigError as error:
+        log.error("%s", error)
+        return 2
+    server = DevClusterServer(args.data_dir, args.host, args.port, name)
     try:
         url = await server.start()
     except OSError as error:

@@ -306,3 +306,28 @@ def test_cli_refuses_a_corrupt_snapshot_with_a_clear_error(tmp_path: Path) -> No
     assert "cannot read the devcluster snapshot" in result.stderr
     assert "Traceback" not in result.stderr
     assert (tmp_path / "state.json").read_text() == "{not json"
+
+
+def test_the_node_name_lives_in_node_yaml_and_a_conflicting_flag_is_refused(tmp_path: Path) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "kubepilot_devcluster", "--port", str(port), "--data-dir", str(tmp_path)]
+    process = subprocess.Popen(
+        [*command, "--node-name", "gpu-box", "--no-controllers"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "kubeconfig").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        nodes = httpx.get(f"http://127.0.0.1:{port}/api/v1/nodes").json()["items"]
+        assert [n["metadata"]["name"] for n in nodes] == ["gpu-box"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=20)
+    assert "nodeName: gpu-box" in (tmp_path / "node.yaml").read_text()
+
+    refused = subprocess.run(
+        [*command, "--node-name", "other"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert refused.returncode == 2
+    assert "--node-name 'other' differs from nodeName 'gpu-box'" in refused.stderr + refused.stdout
+    assert "Traceback" not in refused.stderr
