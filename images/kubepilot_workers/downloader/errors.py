@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import errno
+import sys
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import httpx
-from huggingface_hub.errors import HfHubHTTPError
+
+if TYPE_CHECKING:
+    from huggingface_hub.errors import HfHubHTTPError
 
 
 class ErrorCode(StrEnum):
@@ -86,7 +90,11 @@ def classify(error: BaseException, what: str) -> DownloadError:
             f"{what}: no space left on the models volume ({errno.errorcode.get(error.errno or 0, '?')}); "
             "the partial file is kept for resume",
         )
-    if isinstance(error, HfHubHTTPError) and error.response is not None:
+    # huggingface_hub costs a quarter second to import: only Hub sources load it, and only they raise this.
+    hub_error: type[HfHubHTTPError] | None = getattr(
+        sys.modules.get("huggingface_hub.errors"), "HfHubHTTPError", None
+    )
+    if hub_error is not None and isinstance(error, hub_error) and error.response is not None:
         response = error.response
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         return error_for_status(response.status_code, what, retry_after=retry_after)

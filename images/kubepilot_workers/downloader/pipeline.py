@@ -40,12 +40,14 @@ class FilePipeline:
         stop: threading.Event,
         *,
         force: bool,
+        hash_in_background: bool = True,
     ) -> None:
         self.store = store
         self.target_dir = target_dir
         self.tracker = tracker
         self.stop = stop
         self.force = force
+        self.hash_in_background = hash_in_background
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -141,6 +143,7 @@ class FilePipeline:
             self.stop,
             on_bytes=lambda count: self.tracker.add_bytes(index, count),
             on_total=lambda total: self.tracker.set_size(index, total),
+            hash_in_background=self.hash_in_background,
         ) as writer:
             if writer.resumed_from:
                 log.info("%s: resuming at byte %d", task.relative_path, writer.resumed_from)

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 
@@ -27,14 +27,16 @@ from kubepilot_api.workers.config import DownloaderConfig
 from kubepilot_api.workers.progress import DownloadReport, PendingAction, WorkState
 from kubepilot_workers.downloader import http_transfer
 from kubepilot_workers.downloader.errors import DownloadError, ErrorCode, Interrupted, classify
-from kubepilot_workers.downloader.huggingface import HuggingFaceClient
-from kubepilot_workers.downloader.partfile import PartWriter
+from kubepilot_workers.downloader.partfile import PartWriter, usable_cores
 from kubepilot_workers.downloader.pipeline import FilePipeline
 from kubepilot_workers.downloader.progress import FileProgress, ProgressTracker
 from kubepilot_workers.downloader.sources import civitai_tasks, new_api_client, url_tasks
 from kubepilot_workers.downloader.store import BlobStore
 from kubepilot_workers.downloader.tasks import FileTask, Transport
 from kubepilot_workers.reporting import Reporter
+
+if TYPE_CHECKING:
+    from kubepilot_workers.downloader.huggingface import HuggingFaceClient
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +72,13 @@ class DownloadRun:
         self.errors: list[DownloadError] = []
         self.revision = ""
         self.tracker = ProgressTracker([])
-        self._http = new_api_client()
+        # Created only for Civitai: building an httpx client (its TLS context) costs 40-90 ms of start-up.
+        self._http: httpx.Client | None = None
         self._hf: HuggingFaceClient | None = None
         self._queue: deque[tuple[int, FileTask]] = deque()
         self._queue_lock = threading.Lock()
         self._wake = threading.Event()
+        self._workers_left = 0
 
     def request_stop_by_signal(self) -> None:
         """SIGTERM: stop now, keep partial files (safe to call from a signal handler)."""
@@ -87,7 +91,8 @@ class DownloadRun:
         try:
             return self._run()
         finally:
-            self._http.close()
+            if self._http is not None:
+                self._http.close()
 
     def _run(self) -> DownloadReport:
         self.reporter.update(self.tracker.report(WorkState.STARTING, message="resolving the source"))
@@ -104,7 +109,16 @@ class DownloadRun:
         self.tracker = ProgressTracker(
             [FileProgress(self._report_path(t), self._size_for_progress(t)) for t in tasks]
         )
-        pipeline = FilePipeline(self.store, self.target_dir, self.tracker, self.stop, force=self.config.force)
+        parallel = min(self.config.maxParallelFiles, len(tasks))
+        pipeline = FilePipeline(
+            self.store,
+            self.target_dir,
+            self.tracker,
+            self.stop,
+            force=self.config.force,
+            # Fewer transfers than cores: a hashing thread per file uses an idle core.
+            hash_in_background=parallel < usable_cores(),
+        )
         try:
             pipeline.check_free_space(tasks)
         except DownloadError as error:
@@ -114,12 +128,15 @@ class DownloadRun:
         self._queue.extend(enumerate(tasks))
         threads = [
             threading.Thread(target=self._worker, args=(pipeline,), name=f"download-{n}", daemon=True)
-            for n in range(min(self.config.maxParallelFiles, len(tasks)))
+            for n in range(parallel)
         ]
+        # Counted, not Thread.is_alive: a worker wakes this loop just before its thread ends, and
+        # seeing it still alive would cost a whole extra tick at the end of every run.
+        self._workers_left = len(threads)
         for thread in threads:
             thread.start()
         stop_deadline: float | None = None
-        while any(thread.is_alive() for thread in threads):
+        while self._workers_left:
             self._poll_controls()
             self.reporter.update(self._running_report())
             if self.stop.is_set():
@@ -137,6 +154,9 @@ class DownloadRun:
         if source.type is SourceType.HUGGING_FACE:
             if source.huggingFace is None:
                 raise DownloadError(ErrorCode.INVALID_CONFIG, "source type HuggingFace needs huggingFace")
+            # Imported here: huggingface_hub adds a quarter second of start-up that other sources skip.
+            from kubepilot_workers.downloader.huggingface import HuggingFaceClient
+
             self._hf = HuggingFaceClient(
                 source.huggingFace, endpoint=self.config.huggingFaceEndpoint, token=self.token
             )
@@ -147,10 +167,9 @@ class DownloadRun:
             civitai = source.civitai
             if civitai is None:
                 raise DownloadError(ErrorCode.INVALID_CONFIG, "source type Civitai needs civitai")
+            http = self._http = new_api_client()
             return self._with_retries(
-                lambda: civitai_tasks(
-                    self._http, civitai, api_base=self.config.civitaiApiBase, key=self.token
-                )
+                lambda: civitai_tasks(http, civitai, api_base=self.config.civitaiApiBase, key=self.token)
             )
         if not source.urls:
             raise DownloadError(ErrorCode.INVALID_CONFIG, "source type URL needs urls")
@@ -197,6 +216,8 @@ class DownloadRun:
                     # Fail fast: the other transfers stop too, keeping their partial files for a retry.
                     self.stop.set()
         finally:
+            with self._queue_lock:
+                self._workers_left -= 1
             self._wake.set()
 
     def _run_file(self, pipeline: FilePipeline, index: int, task: FileTask) -> None:
