@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from _dc2_helpers import Clients, DevCluster, condition, kubectl, python_container, wait_until
+from kubernetes import watch
 
 
 @pytest.fixture
@@ -133,9 +134,20 @@ def test_indexed_job_gives_each_pod_its_index(kube: Clients, namespace: str) -> 
 
 
 def test_finished_job_is_deleted_after_its_ttl(kube: Clients, namespace: str) -> None:
+    # Watching from before the create sees every transition, so a one-second TTL cannot delete the
+    # Job between two polls (it did on a loaded machine) and hide that it completed first.
+    start = kube.batch.list_namespaced_job(namespace).metadata.resource_version
     kube.batch.create_namespaced_job(namespace, _job("brief", "pass", ttlSecondsAfterFinished=1))
-    _finished(kube, namespace, "brief", "Complete")
-    wait_until(lambda: _read(kube, namespace, "brief") is None, timeout=15, what="the job to be deleted")
+    seen: list[tuple[str, str | None]] = []
+    stream = watch.Watch().stream(
+        kube.batch.list_namespaced_job, namespace, resource_version=start, timeout_seconds=45
+    )
+    for event in stream:
+        seen.append((event["type"], condition(event["raw_object"], "Complete").get("status")))
+        if event["type"] == "DELETED":
+            break
+    assert seen[-1][0] == "DELETED", f"the job was not deleted: {seen}"
+    assert ("MODIFIED", "True") in seen[:-1], f"the job was deleted without completing: {seen}"
     wait_until(
         lambda: kube.pods(namespace, "job-name=brief") == [], timeout=15, what="its pods to be collected"
     )
