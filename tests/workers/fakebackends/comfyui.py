@@ -9,15 +9,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from PIL import Image
 
-from tests.workers.fakebackends.harness import LoopbackServer, png_bytes
+from tests.workers.fakebackends.harness import LoopbackServer, background_task, png_bytes
 
 # Required inputs of the ComfyUI nodes the fake knows; the value lists it checks come from its folders.
 COMFY_NODES: dict[str, tuple[str, ...]] = {
@@ -90,7 +88,7 @@ class FakeComfyUI(LoopbackServer):
         app.router.add_post("/upload/image", self._upload)
         app.router.add_get("/system_stats", self._system_stats)
         app.router.add_get("/models/{folder}", self._models)
-        app.cleanup_ctx.append(self._run_worker)
+        app.cleanup_ctx.append(background_task(self._worker))
         super().__init__(app)
 
     # -- HTTP ----------------------------------------------------------------------------------
@@ -229,13 +227,6 @@ class FakeComfyUI(LoopbackServer):
         socket = self._sockets.get(sid)
         if socket is not None and self.send_events and not socket.closed:
             await socket.send_json({"type": kind, "data": data})
-
-    async def _run_worker(self, _: web.Application) -> AsyncIterator[None]:
-        task = asyncio.get_running_loop().create_task(self._worker())
-        yield
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
 
     async def _worker(self) -> None:
         while True:

@@ -6,8 +6,10 @@ import asyncio
 import io
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from PIL import Image
@@ -94,3 +96,18 @@ class RunInThread:
     def join(self, timeout: float = 15.0) -> None:
         self._thread.join(timeout)
         assert not self._thread.is_alive(), "the job did not end in time"
+
+
+def background_task(
+    start: Callable[[], Coroutine[Any, Any, None]],
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """An aiohttp cleanup context that runs ``start()`` as a task for as long as the app serves."""
+
+    async def context(_: web.Application) -> AsyncIterator[None]:
+        task = asyncio.get_running_loop().create_task(start())
+        yield
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+    return context

@@ -6,14 +6,12 @@ import asyncio
 import base64
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from tests.workers.fakebackends.harness import LoopbackServer, png_bytes
+from tests.workers.fakebackends.harness import LoopbackServer, background_task, png_bytes
 
 
 class FakeSdCpp(LoopbackServer):
@@ -48,7 +46,7 @@ class FakeSdCpp(LoopbackServer):
         app.router.add_post("/sdcpp/v1/img_gen", self._img_gen)
         app.router.add_get("/sdcpp/v1/jobs/{job_id}", self._job)
         app.router.add_post("/sdcpp/v1/jobs/{job_id}/cancel", self._cancel)
-        app.cleanup_ctx.append(self._run_worker)
+        app.cleanup_ctx.append(background_task(self._worker))
         super().__init__(app)
 
     async def _capabilities(self, _: web.Request) -> web.Response:
@@ -112,13 +110,6 @@ class FakeSdCpp(LoopbackServer):
             self.queue.remove(job["id"])
             job.update(status="cancelled", error={"code": "cancelled", "message": "job cancelled by client"})
         return web.json_response(self._view(job))
-
-    async def _run_worker(self, _: web.Application) -> AsyncIterator[None]:
-        task = asyncio.get_running_loop().create_task(self._worker())
-        yield
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
 
     async def _worker(self) -> None:
         while True:
