@@ -18,9 +18,14 @@ CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 
 
 class KubeModel(BaseModel):
-    """Base of every API object: unknown fields are an error, enum values serialise as strings."""
+    """Base of every API object: unknown fields are an error, enum values serialise as strings.
 
-    model_config = ConfigDict(extra="forbid", use_enum_values=False, validate_default=False)
+    ``defer_build``: a model's validator is built on its first use, not when its module is imported.
+    Every worker imports the whole API but validates two or three of its models; building all of them
+    made up most of the downloader's start-up.
+    """
+
+    model_config = ConfigDict(extra="forbid", use_enum_values=False, validate_default=False, defer_build=True)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form a Kubernetes API server stores: no nulls, enums as their values."""

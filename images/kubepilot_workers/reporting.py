@@ -5,6 +5,11 @@ once per interval, so a tight training loop can call it every step. ``finish()``
 report at once (with a few retries) and writes it as the termination message, the fallback the
 operator reads when the intake was unreachable. Pending actions from each reply are queued for
 the worker (``take_actions``) and acknowledged in a later report (``ack``).
+
+Pushes go through the standard library's ``urllib.request``, not httpx: a report is one small POST
+at most once a second, and every worker imports this module at start, where httpx (with the CLI
+extras it loads when they are installed) adds a tenth of a second the downloader's end-to-end time
+would pay. Like httpx, urllib honours the ``*_proxy`` environment variables.
 """
 
 from __future__ import annotations
@@ -13,10 +18,10 @@ import logging
 import os
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import TypeVar
-
-import httpx
 
 from kubepilot_api.workers.env import (
     DEFAULT_TERMINATION_MESSAGE_PATH,
@@ -59,7 +64,6 @@ class Reporter:
         self._headers = {TOKEN_HEADER: f"{TOKEN_SCHEME} {token}"} if token else {}
         self._termination_path = termination_path
         self._interval = interval
-        self._client = httpx.Client(timeout=REQUEST_TIMEOUT_SECONDS) if self._url else None
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = threading.Event()
@@ -73,7 +77,7 @@ class Reporter:
         self.failed = 0
         """Pushes that failed; the work goes on regardless."""
         self._thread = threading.Thread(target=self._run, name="kubepilot-reporter", daemon=True)
-        if self._client is not None:
+        if self._url is not None:
             self._thread.start()
 
     @classmethod
@@ -111,7 +115,7 @@ class Reporter:
         with self._lock:
             sent = self._stamp(report)
         # Without an intake (no URL) the termination message is the only channel: no retries.
-        for attempt in range(FINAL_ATTEMPTS if self._client is not None else 0):
+        for attempt in range(FINAL_ATTEMPTS if self._url is not None else 0):
             if self._post(sent):
                 break
             time.sleep(0.2 * 2**attempt)
@@ -120,11 +124,9 @@ class Reporter:
         return sent
 
     def close(self) -> None:
-        """Stop the background thread and the HTTP client."""
+        """Stop the background thread; later pushes are not made."""
         self._stop_thread()
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self._url = None
 
     def _stop_thread(self) -> None:
         self._closed.set()
@@ -160,25 +162,30 @@ class Reporter:
                     self._acks = [*report.acks, *self._acks]
 
     def _post(self, report: ReportBase) -> bool:
-        client = self._client
-        if client is None or self._url is None:
+        url = self._url
+        if url is None:
             return False
+        request = urllib.request.Request(
+            url,
+            data=report.model_dump_json(exclude_none=True).encode(),
+            headers={**self._headers, "Content-Type": "application/json"},
+            method="POST",
+        )
         try:
-            response = client.post(
-                self._url,
-                content=report.model_dump_json(exclude_none=True),
-                headers={**self._headers, "Content-Type": "application/json"},
-            )
-        except httpx.HTTPError as error:
+            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_SECONDS) as response:
+                body = response.read()
+        except urllib.error.HTTPError as error:
+            error.close()
+            self.failed += 1
+            log.warning("progress push refused: HTTP %s", error.code)
+            return False
+        except (OSError, ValueError) as error:
+            # URLError, timeouts and resets are OSErrors; a malformed URL is a ValueError.
             self.failed += 1
             log.warning("progress push failed: %s", type(error).__name__)
             return False
-        if response.status_code != 200:
-            self.failed += 1
-            log.warning("progress push refused: HTTP %s", response.status_code)
-            return False
         try:
-            reply = IntakeReply.model_validate_json(response.content)
+            reply = IntakeReply.model_validate_json(body)
         except ValueError:
             self.failed += 1
             log.warning("progress push: unreadable intake reply")

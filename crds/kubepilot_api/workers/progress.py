@@ -17,6 +17,7 @@ nonces; the worker acknowledges each in a later report's ``acks`` once it has ac
 
 from __future__ import annotations
 
+import functools
 import json
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -144,14 +145,19 @@ Report = Annotated[
     DownloadReport | TrainingReport | GenerationReport | ServiceReport,
     Field(discriminator="kind"),
 ]
-REPORT_ADAPTER: TypeAdapter[DownloadReport | TrainingReport | GenerationReport | ServiceReport] = TypeAdapter(
-    Report
-)
+AnyReport = DownloadReport | TrainingReport | GenerationReport | ServiceReport
 
 
-def parse_report(body: bytes | str) -> DownloadReport | TrainingReport | GenerationReport | ServiceReport:
+@functools.cache
+def _report_adapter() -> TypeAdapter[AnyReport]:
+    # Built on first use, not at import: a worker sends one kind of report and never parses any, and
+    # building the validators of all four kinds would add to every worker's start-up.
+    return TypeAdapter(Report)
+
+
+def parse_report(body: bytes | str) -> AnyReport:
     """Parse and validate a report body (raises ``pydantic.ValidationError``)."""
-    return REPORT_ADAPTER.validate_json(body)
+    return _report_adapter().validate_json(body)
 
 
 class PendingAction(KubeModel):

@@ -7,9 +7,8 @@ import sys
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-import httpx
-
 if TYPE_CHECKING:
+    import httpx
     from huggingface_hub.errors import HfHubHTTPError
 
 
@@ -98,7 +97,11 @@ def classify(error: BaseException, what: str) -> DownloadError:
         response = error.response
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         return error_for_status(response.status_code, what, retry_after=retry_after)
-    if isinstance(error, httpx.HTTPStatusError):
+    # httpx likewise: only the Civitai API client loads it.
+    status_error: type[httpx.HTTPStatusError] | None = getattr(
+        sys.modules.get("httpx"), "HTTPStatusError", None
+    )
+    if status_error is not None and isinstance(error, status_error):
         retry_after = parse_retry_after(error.response.headers.get("Retry-After"))
         return error_for_status(error.response.status_code, what, retry_after=retry_after)
     # Messages of transport errors carry URLs at most, never headers, so they are safe to report.

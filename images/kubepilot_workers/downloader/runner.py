@@ -19,8 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-import httpx
-
 from kubepilot_api.common import ErrorInfo
 from kubepilot_api.modelpull import FileState, SourceType
 from kubepilot_api.workers.config import DownloaderConfig
@@ -36,6 +34,8 @@ from kubepilot_workers.downloader.tasks import FileTask, Transport
 from kubepilot_workers.reporting import Reporter
 
 if TYPE_CHECKING:
+    import httpx
+
     from kubepilot_workers.downloader.huggingface import HuggingFaceClient
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,8 @@ class DownloadRun:
             return self._failed(error)
         except Interrupted:
             return self.tracker.report(WorkState.STOPPED, message="stopped by SIGTERM while waiting to retry")
-        except (httpx.HTTPError, OSError, ValueError) as error:
+        except (OSError, ValueError) as error:
+            # Client errors of the API calls are classified where they are made (sources, huggingface).
             return self._failed(classify(error, "resolving the source"))
         if self.signalled.is_set():
             return self.tracker.report(WorkState.STOPPED, message="stopped by SIGTERM before downloading")
