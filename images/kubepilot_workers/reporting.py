@@ -59,8 +59,12 @@ class Reporter:
         *,
         termination_path: Path | None = None,
         interval: float = MIN_REPORT_INTERVAL_SECONDS,
+        log_without_intake: bool = False,
     ) -> None:
         self._url = url or None
+        # A worker started by hand (no intake URL) logs each coalesced report instead, so whoever runs
+        # it sees the same progress the operator would get; other ranks of a job pass False.
+        self._log_reports = log_without_intake and self._url is None
         self._headers = {TOKEN_HEADER: f"{TOKEN_SCHEME} {token}"} if token else {}
         self._termination_path = termination_path
         self._interval = interval
@@ -77,17 +81,24 @@ class Reporter:
         self.failed = 0
         """Pushes that failed; the work goes on regardless."""
         self._thread = threading.Thread(target=self._run, name="kubepilot-reporter", daemon=True)
-        if self._url is not None:
+        if self._url is not None or self._log_reports:
             self._thread.start()
 
     @classmethod
     def from_env(cls, interval: float = MIN_REPORT_INTERVAL_SECONDS) -> Reporter:
-        """A reporter configured by the environment the operator gives the pod."""
+        """A reporter configured by the environment the operator gives the pod.
+
+        Without ``KUBEPILOT_REPORT_URL`` (a worker run by hand) each report is logged at INFO instead.
+        """
         token_file = Path(os.environ.get(TOKEN_FILE_ENV, DEFAULT_TOKEN_FILE))
         token = token_file.read_text().strip() if token_file.is_file() else None
         termination = os.environ.get(TERMINATION_MESSAGE_ENV, DEFAULT_TERMINATION_MESSAGE_PATH)
         return cls(
-            os.environ.get(REPORT_URL_ENV), token, termination_path=Path(termination), interval=interval
+            os.environ.get(REPORT_URL_ENV),
+            token,
+            termination_path=Path(termination),
+            interval=interval,
+            log_without_intake=True,
         )
 
     def update(self, report: ReportBase) -> None:
@@ -156,6 +167,9 @@ class Reporter:
                     continue
                 report = self._stamp(base)
             last_sent = time.monotonic()
+            if self._log_reports:
+                log.info("progress: %s", report.model_dump_json(exclude_none=True, exclude={"acks"}))
+                continue
             if not self._post(report):
                 # Acks must not be lost with a failed push: put them back for the next one.
                 with self._lock:

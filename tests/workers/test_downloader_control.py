@@ -11,6 +11,7 @@ import pytest
 
 from kubepilot_api.modelpull import FileState
 from kubepilot_api.workers.progress import DownloadReport, PendingAction, WorkState
+from kubepilot_workers.downloader.progress import ProgressTracker
 from tests.workers.downloader_harness import PullHarness, wait_for
 from tests.workers.hubfake import FakeFile, HubFake, bytes_of
 from tests.workers.intake import ContractIntake
@@ -56,6 +57,9 @@ def test_progress_is_reported_at_least_once_a_second_while_running(
     assert process.wait(timeout=30) == 0
 
     reports = _download_reports(pull)
+    for starting in [r.progress for r in reports if r.state is WorkState.STARTING and r.progress]:
+        # Before the repository is resolved nothing is known, and says so (not "0 of 0 bytes, 100%").
+        assert (starting.bytesTotal, starting.filesTotal, starting.percent) == (-1, -1, -1)
     running = [r for r in reports if r.state is WorkState.RUNNING and r.progress is not None]
     assert len(running) >= 2
     times = [r.progress.lastUpdatedTime for r in running if r.progress is not None]
@@ -70,6 +74,13 @@ def test_progress_is_reported_at_least_once_a_second_while_running(
     final = reports[-1]
     assert final.final and final.state is WorkState.SUCCEEDED and final.progress is not None
     assert final.progress.filesDone == 2 and all(f.state is FileState.VERIFIED for f in final.files)
+
+
+def test_progress_before_resolving_is_unknown_and_an_empty_resolved_list_is_complete() -> None:
+    unknown = ProgressTracker([], resolved=False).progress()
+    assert (unknown.bytesTotal, unknown.filesTotal, unknown.percent, unknown.etaSeconds) == (-1, -1, -1, -1)
+    empty = ProgressTracker([]).progress()
+    assert (empty.bytesTotal, empty.filesTotal, empty.percent, empty.etaSeconds) == (0, 0, 100, 0)
 
 
 def test_a_killed_download_resumes_without_fetching_complete_bytes_again(

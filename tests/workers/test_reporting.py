@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
+
+import pytest
 
 from kubepilot_api.common import now
 from kubepilot_api.modelpull import DownloadProgress
@@ -70,3 +73,26 @@ def test_pending_actions_are_delivered_once_and_acknowledged(intake: ContractInt
     _wait_for(lambda: not intake.workload("ns", "trainingruns", "t1").pending)
     assert reporter.take_actions() == []
     reporter.close()
+
+
+def test_without_an_intake_reports_are_logged_when_asked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="kubepilot_workers.reporting")
+    reporter = Reporter(None, None, termination_path=tmp_path / "t", interval=0.05, log_without_intake=True)
+    reporter.update(_report(42))
+    _wait_for(lambda: any("progress:" in r.getMessage() for r in caplog.records))
+    reporter.finish(_report(100))
+    line = next(r.getMessage() for r in caplog.records if "progress:" in r.getMessage())
+    logged = json.loads(line.split("progress: ", 1)[1])
+    assert logged["progress"]["bytesDone"] == 42 and logged["state"] == "Running"
+    assert json.loads((tmp_path / "t").read_text())["final"] is True
+
+
+def test_a_silent_reporter_logs_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="kubepilot_workers.reporting")
+    reporter = Reporter(None, None, interval=0.05)
+    reporter.update(_report(1))
+    time.sleep(0.2)
+    reporter.finish(_report(2))
+    assert not [r for r in caplog.records if "progress:" in r.getMessage()]

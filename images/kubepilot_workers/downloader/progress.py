@@ -29,9 +29,11 @@ class FileProgress:
 class ProgressTracker:
     """Counts bytes as writers report them and turns the counts into reports."""
 
-    def __init__(self, files: list[FileProgress]) -> None:
+    def __init__(self, files: list[FileProgress], *, resolved: bool = True) -> None:
         self._lock = threading.Lock()
         self._files = files
+        # Before the source is resolved nothing is known: totals and percent say -1, not "0 of 0, 100%".
+        self._resolved = resolved
         self._transferred = 0
         self._samples: deque[tuple[float, int]] = deque()
         self._current: list[int] = []
@@ -88,7 +90,7 @@ class ProgressTracker:
             first_time, first_bytes = self._samples[0]
             span = moment - first_time
             speed = int((self._transferred - first_bytes) / span) if span > 0.05 else 0
-            known = all(f.size >= 0 for f in self._files)
+            known = self._resolved and all(f.size >= 0 for f in self._files)
             total = sum(f.size for f in self._files) if known else -1
             done = sum(min(f.done, f.size) if f.size >= 0 else f.done for f in self._files)
             current = self._files[self._current[-1]].path if self._current else ""
@@ -100,11 +102,11 @@ class ProgressTracker:
             bytesDone=done,
             bytesTotal=total,
             filesDone=files_done,
-            filesTotal=len(self._files),
+            filesTotal=len(self._files) if self._resolved else -1,
             filesFailed=files_failed,
             percent=percent,
             speedBytesPerSecond=speed,
-            etaSeconds=eta if files_done < len(self._files) else 0,
+            etaSeconds=eta if files_done < len(self._files) or not self._resolved else 0,
             currentFile=current[:1024],
             lastUpdatedTime=now(),
         )

@@ -71,7 +71,7 @@ class DownloadRun:
         self.cancel: PendingAction | None = None
         self.errors: list[DownloadError] = []
         self.revision = ""
-        self.tracker = ProgressTracker([])
+        self.tracker = ProgressTracker([], resolved=False)
         # Created only for Civitai: building an httpx client (its TLS context) costs 40-90 ms of start-up.
         self._http: httpx.Client | None = None
         self._hf: HuggingFaceClient | None = None
