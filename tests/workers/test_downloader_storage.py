@@ -125,3 +125,31 @@ def test_a_pull_larger_than_the_free_space_fails_before_downloading(
 
     assert pull.final()["error"]["code"] == "INSUFFICIENT_STORAGE"
     assert "free" in pull.final()["error"]["message"] and hub.served == {}
+
+
+def test_an_expected_size_larger_than_the_free_space_fails_before_downloading(
+    hub: HubFake, intake: ContractIntake, tmp_path: Path
+) -> None:
+    # The URL publishes no size up front: only the spec's expectedSizeBytes can tell it will not fit.
+    url = hub.add_plain("unsized.bin", FakeFile(BIG))
+    pull = PullHarness(tmp_path, intake)
+    pull.write_config(
+        {"type": "URL", "urls": [{"url": url, "path": "unsized.bin"}]},
+        expectedSizeBytes=2 * shutil.disk_usage(tmp_path).free,
+    )
+
+    assert pull.run() == 1
+
+    assert pull.final()["error"]["code"] == "INSUFFICIENT_STORAGE" and hub.served == {}
+
+
+def test_an_expected_size_that_fits_downloads(hub: HubFake, intake: ContractIntake, tmp_path: Path) -> None:
+    url = hub.add_plain("unsized.bin", FakeFile(BIG))
+    pull = PullHarness(tmp_path, intake)
+    pull.write_config(
+        {"type": "URL", "urls": [{"url": url, "path": "unsized.bin"}]}, expectedSizeBytes=len(BIG)
+    )
+
+    assert pull.run() == 0
+
+    assert pull.final()["state"] == "Succeeded" and hub.served["files/unsized.bin"] == len(BIG)

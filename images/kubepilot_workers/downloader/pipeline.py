@@ -67,21 +67,24 @@ class FilePipeline:
                     return
             self._download(index, task, destination, fetch)
 
-    def check_free_space(self, tasks: list[FileTask]) -> None:
+    def check_free_space(self, tasks: list[FileTask], expected_total: int = -1) -> None:
         """Fail before downloading when the models volume clearly cannot hold what is missing.
 
-        Only when every size is known; files already in place and bytes already in partial files
-        need no room. Running out of space anyway (other writers) is still caught on write.
+        Per file when every size is known (published, or hinted by the spec); otherwise from the
+        spec's ``expectedSizeBytes`` when it is set (a catalog's figure for a URL or Civitai file whose
+        size is not published), less what is already in place. Files already in place and bytes
+        already in partial files need no room. Running out of space anyway (other writers) is still
+        caught on write.
         """
         sizes = [task.size if task.size is not None else task.size_hint for task in tasks]
-        if any(size is None for size in sizes):
-            return
         needed = 0
-        for task, size in zip(tasks, sizes, strict=True):
-            if self.destination(task).exists() and not self.force:
-                continue
-            part = self.store.partial_path(task.partial_key)
-            needed += max(0, (size or 0) - (part.stat().st_size if part.exists() else 0))
+        if all(size is not None for size in sizes):
+            for task, size in zip(tasks, sizes, strict=True):
+                needed += max(0, (size or 0) - self._bytes_in_place(task))
+        elif expected_total >= 0:
+            needed = max(0, expected_total - sum(self._bytes_in_place(task) for task in tasks))
+        else:
+            return
         self.store.root.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(self.store.root).free
         if needed > free:
@@ -89,6 +92,14 @@ class FilePipeline:
                 ErrorCode.INSUFFICIENT_STORAGE,
                 f"{needed} bytes to download but only {free} free on the models volume",
             )
+
+    def _bytes_in_place(self, task: FileTask) -> int:
+        """Bytes of this file that need no new room: the whole file when it is in place, else its partial."""
+        destination = self.destination(task)
+        if destination.exists() and not self.force:
+            return destination.stat().st_size
+        part = self.store.partial_path(task.partial_key)
+        return part.stat().st_size if part.exists() else 0
 
     def remove_partial(self, task: FileTask) -> None:
         self.store.partial_path(task.partial_key).unlink(missing_ok=True)

@@ -121,7 +121,7 @@ class DownloadRun:
             hash_in_background=parallel < usable_cores(),
         )
         try:
-            pipeline.check_free_space(tasks)
+            pipeline.check_free_space(tasks, self.config.expectedSizeBytes)
         except DownloadError as error:
             return self._failed(error)
         except OSError as error:
