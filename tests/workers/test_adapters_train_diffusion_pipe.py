@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -10,7 +12,9 @@ import pytest
 
 from kubepilot_api.trainingrun import Hyperparameters, ToolSettings, TrainerKind
 from kubepilot_api.workers.progress import PendingAction, WorkState
+from kubepilot_workers.trainer.adapters.base import AdapterConfigError
 from kubepilot_workers.trainer.adapters.diffusion_pipe import DiffusionPipeAdapter
+from kubepilot_workers.trainer.adapters.process import LaunchPlan
 from kubepilot_workers.trainer.adapters.progress import ProgressTracker
 from tests.workers.fixtures.adapter_harness import (
     NAMESPACE,
@@ -138,3 +142,73 @@ def test_diffusion_pipe_traceback_fails_the_run_with_training_failed(
     assert error is not None and error.code == "TRAINING_FAILED"
     assert error.message.startswith("FileNotFoundError: [Errno 2] No such file or directory")
     assert run.final.exitCode == 1
+
+
+def _two_pod_plan(tmp_path: Path, index: str, monkeypatch: pytest.MonkeyPatch) -> LaunchPlan:
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", index)
+    config = trainer_config(tmp_path, TrainerKind.DIFFUSION_PIPE).model_copy(update={"workers": 2})
+    return DiffusionPipeAdapter(config, ProgressTracker(Path(config.outputDir))).prepare()
+
+
+def test_diffusion_pipe_pods_of_a_multi_pod_run_launch_without_ssh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBEPILOT_TRAINER_COMMAND", raising=False)
+    monkeypatch.setenv("KUBEPILOT_GPU_COUNT", "4")
+    monkeypatch.setenv("MASTER_ADDR", "run1-0.run1")
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+
+    plan = _two_pod_plan(tmp_path, "1", monkeypatch)
+
+    hostfile = plan.files[-1]
+    assert hostfile.read_text() == "node-0 slots=4\nnode-1 slots=4\n"
+    assert plan.argv[:7] == [
+        "deepspeed",
+        "--num_gpus=4",
+        f"--hostfile={hostfile}",
+        "--no_ssh",
+        "--node_rank=1",
+        "--master_addr=run1-0.run1",
+        "--master_port=29500",
+    ]
+    monkeypatch.delenv("JOB_COMPLETION_INDEX")
+    config = trainer_config(tmp_path, TrainerKind.DIFFUSION_PIPE).model_copy(update={"workers": 2})
+    with pytest.raises(AdapterConfigError, match="JOB_COMPLETION_INDEX"):
+        DiffusionPipeAdapter(config, ProgressTracker(Path(config.outputDir))).prepare()
+
+
+def test_the_real_deepspeed_launcher_numbers_the_ranks_of_two_pods(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our launcher flags, run by DeepSpeed's own launcher (CPU) with a probe in place of train.py."""
+    tool = tmp_path / "diffusion-pipe"
+    tool.mkdir()
+    (tool / "train.py").write_text(
+        "import json, os, sys\n"
+        "print('PROBE', json.dumps({k: os.environ.get(k) for k in ('RANK', 'WORLD_SIZE', 'MASTER_PORT')}))\n"
+    )
+    monkeypatch.delenv("KUBEPILOT_TRAINER_COMMAND", raising=False)
+    monkeypatch.setenv("DIFFUSION_PIPE_DIR", str(tool))
+    monkeypatch.setenv("KUBEPILOT_GPU_COUNT", "1")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29561")
+    deepspeed = Path(sys.executable).with_name("deepspeed")
+    launched = []
+    for index in ("0", "1"):
+        pod = tmp_path / f"pod{index}"
+        pod.mkdir()
+        plan = _two_pod_plan(pod, index, monkeypatch)
+        argv = [str(deepspeed), *plan.argv[1:]]
+        launched.append(
+            subprocess.Popen(argv, cwd=plan.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        )
+    probes = []
+    for process in launched:
+        output, _ = process.communicate(timeout=240)
+        assert process.returncode == 0, output.decode()[-2000:]
+        line = next(line for line in output.decode().splitlines() if line.startswith("PROBE "))
+        probes.append(json.loads(line.removeprefix("PROBE ")))
+    assert probes == [
+        {"RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": "29561"},
+        {"RANK": "1", "WORLD_SIZE": "2", "MASTER_PORT": "29561"},
+    ]

@@ -11,10 +11,16 @@ and diffusion-pipe's own prints (``Started new epoch: N``, ``Saving model to dir
 Runtime actions: diffusion-pipe checks two signal files in the run folder after every step:
 ``save`` writes a training-state checkpoint (used for save and backup), ``save_quit`` writes one and
 exits (used for stop; SIGTERM follows after the grace period). It renders no samples while training.
+
+Several pods (``spec.workers`` > 1, an indexed Job): each pod runs its own DeepSpeed launcher with
+``--no_ssh`` (no SSH between pods in Kubernetes), its ``--node_rank`` from ``JOB_COMPLETION_INDEX``
+and the rendezvous at ``MASTER_ADDR``/``MASTER_PORT`` (rank 0's pod). The launcher still reads the
+node list from a hostfile, to number the ranks; its host names are never contacted with ``--no_ssh``.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 from pathlib import Path
@@ -44,6 +50,7 @@ STATE_SAVE = re.compile(r"Saving model checkpoint:\s*(\S+)")
 RESUMED = re.compile(r"Resuming at epoch:\s*(\d+), step:\s*(\d+)")
 GLOBAL_STEP = re.compile(r"global_step(\d+)")
 DEFAULT_EPOCHS = 10
+DEFAULT_MASTER_PORT = "29500"
 
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -181,14 +188,41 @@ class DiffusionPipeAdapter(ToolAdapter):
         self.tracker.update(max_epochs=self.epochs(document))
         self._epochs = self.epochs(document)
         root = tool_dir("DIFFUSION_PIPE_DIR", "/opt/diffusion-pipe")
-        argv = ["deepspeed", f"--num_gpus={gpu_count()}", str(root / "train.py"), "--deepspeed"]
-        argv += ["--config", str(training_toml)]
+        files = [dataset_toml, training_toml]
+        argv = ["deepspeed", f"--num_gpus={gpu_count()}"]
+        if self.config.workers > 1:
+            hostfile = self.write_file("hostfile", self.hostfile())
+            argv += self.multi_node_arguments(hostfile)
+            files.append(hostfile)
+        argv += [str(root / "train.py"), "--deepspeed", "--config", str(training_toml)]
         if self.config.resumeFrom:
             resume = Path(self.config.resumeFrom)
             # diffusion-pipe takes a run folder name under output_dir, or no value for the newest run.
             argv += ["--resume_from_checkpoint"] + ([resume.name] if resume.parent == self.runs_dir else [])
         cwd = root if root.is_dir() else self.paths.output_dir
-        return LaunchPlan(argv=launch_argv(argv), cwd=cwd, files=[dataset_toml, training_toml])
+        return LaunchPlan(argv=launch_argv(argv), cwd=cwd, files=files)
+
+    def hostfile(self) -> str:
+        """One line per pod, ``slots`` being the GPUs each pod has."""
+        return "".join(f"node-{index} slots={gpu_count()}\n" for index in range(self.config.workers))
+
+    def multi_node_arguments(self, hostfile: Path) -> list[str]:
+        """Launcher flags for this pod of a multi-pod run (environment of the indexed Job)."""
+        index = os.environ.get("JOB_COMPLETION_INDEX", "")
+        master = os.environ.get("MASTER_ADDR", "")
+        if not index.isdigit() or int(index) >= self.config.workers:
+            raise AdapterConfigError(
+                f"a {self.config.workers}-pod run needs JOB_COMPLETION_INDEX in [0, {self.config.workers})"
+            )
+        if not master:
+            raise AdapterConfigError("a multi-pod run needs MASTER_ADDR (the address of rank 0's pod)")
+        return [
+            f"--hostfile={hostfile}",
+            "--no_ssh",
+            f"--node_rank={index}",
+            f"--master_addr={master}",
+            f"--master_port={os.environ.get('MASTER_PORT') or DEFAULT_MASTER_PORT}",
+        ]
 
     def parse_line(self, line: str) -> None:
         tracker = self.tracker
