@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 import time
 import tomllib
 from pathlib import Path
@@ -12,7 +14,7 @@ import pytest
 
 from kubepilot_api.trainingrun import Hyperparameters, KohyaProfile, ToolSettings, TrainerKind
 from kubepilot_api.workers.progress import PendingAction, WorkState
-from kubepilot_workers.trainer.adapters.base import STOP_GRACE_ENV
+from kubepilot_workers.trainer.adapters.base import STOP_GRACE_ENV, AdapterConfigError
 from kubepilot_workers.trainer.adapters.kohya import KOHYA_PROFILES, KohyaAdapter
 from kubepilot_workers.trainer.adapters.progress import ProgressTracker
 from tests.workers.fixtures.adapter_harness import (
@@ -195,3 +197,54 @@ def test_a_launcher_that_cannot_start_fails_the_run_with_a_clear_message(
     assert run.join() == 1
     error = run.final.error
     assert error is not None and error.code == "TRAINING_FAILED" and "could not start" in error.message
+
+
+def test_kohya_pods_of_a_multi_pod_run_are_launched_by_the_real_accelerate_launcher(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our ``accelerate launch`` flags, run by accelerate itself (CPU), a probe in place of the script."""
+    scripts = tmp_path / "sd-scripts"
+    scripts.mkdir()
+    (scripts / "train_network.py").write_text(
+        "import json, os\n"
+        "print('PROBE', json.dumps({k: os.environ.get(k) for k in ('RANK', 'WORLD_SIZE', 'MASTER_PORT')}))\n"
+    )
+    monkeypatch.delenv("KUBEPILOT_TRAINER_COMMAND", raising=False)
+    monkeypatch.setenv("KOHYA_DIR", str(scripts))
+    monkeypatch.setenv("KUBEPILOT_GPU_COUNT", "1")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29573")
+    accelerate = Path(sys.executable).with_name("accelerate")
+    launched = []
+    for index in ("0", "1"):
+        monkeypatch.setenv("JOB_COMPLETION_INDEX", index)
+        pod = tmp_path / f"pod{index}"
+        pod.mkdir()
+        config = trainer_config(pod, TrainerKind.KOHYA, base_model="v1-5.safetensors")
+        plan = KohyaAdapter(
+            config.model_copy(update={"workers": 2}), ProgressTracker(Path(config.outputDir))
+        ).prepare()
+        assert plan.argv[plan.argv.index("--machine_rank") + 1] == index
+        argv = [str(accelerate), *plan.argv[1:]]
+        output = subprocess.PIPE
+        launched.append(subprocess.Popen(argv, cwd=plan.cwd, stdout=output, stderr=subprocess.STDOUT))
+    probes = []
+    for process in launched:
+        output_bytes, _ = process.communicate(timeout=240)
+        assert process.returncode == 0, output_bytes.decode()[-2000:]
+        line = next(line for line in output_bytes.decode().splitlines() if line.startswith("PROBE "))
+        probes.append(json.loads(line.removeprefix("PROBE ")))
+    assert probes == [
+        {"RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": "29573"},
+        {"RANK": "1", "WORLD_SIZE": "2", "MASTER_PORT": "29573"},
+    ]
+
+
+def test_a_multi_pod_kohya_run_without_its_rank_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JOB_COMPLETION_INDEX", raising=False)
+    monkeypatch.setenv("MASTER_ADDR", "run1-0.run1")
+    config = trainer_config(tmp_path, TrainerKind.KOHYA).model_copy(update={"workers": 2})
+    with pytest.raises(AdapterConfigError, match="JOB_COMPLETION_INDEX"):
+        KohyaAdapter(config, ProgressTracker(Path(config.outputDir))).prepare()

@@ -79,6 +79,29 @@ def stop_grace_seconds() -> float:
         return DEFAULT_STOP_GRACE_SECONDS
 
 
+@dataclass(frozen=True)
+class PodRendezvous:
+    """Where this pod stands in a multi-pod run: its index and rank 0's address (indexed Job env)."""
+
+    index: int
+    master_addr: str
+    master_port: str
+
+
+DEFAULT_MASTER_PORT = "29500"
+
+
+def pod_rendezvous(workers: int) -> PodRendezvous:
+    """This pod's rank and the rendezvous, from ``JOB_COMPLETION_INDEX``, ``MASTER_ADDR``, ``MASTER_PORT``."""
+    index = os.environ.get("JOB_COMPLETION_INDEX", "")
+    master = os.environ.get("MASTER_ADDR", "")
+    if not index.isdigit() or int(index) >= workers:
+        raise AdapterConfigError(f"a {workers}-pod run needs JOB_COMPLETION_INDEX in [0, {workers})")
+    if not master:
+        raise AdapterConfigError("a multi-pod run needs MASTER_ADDR (the address of rank 0's pod)")
+    return PodRendezvous(int(index), master, os.environ.get("MASTER_PORT") or DEFAULT_MASTER_PORT)
+
+
 def gpu_count() -> int:
     explicit = os.environ.get(GPU_COUNT_ENV, "").strip()
     if explicit.isdigit() and int(explicit) > 0:

@@ -20,7 +20,6 @@ node list from a hostfile, to number the ranks; its host names are never contact
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 from pathlib import Path
@@ -33,6 +32,7 @@ from kubepilot_workers.trainer.adapters.base import (
     dataset_subsets,
     gpu_count,
     launch_argv,
+    pod_rendezvous,
     tool_dir,
 )
 from kubepilot_workers.trainer.adapters.process import LaunchPlan, ToolProcess
@@ -50,7 +50,6 @@ STATE_SAVE = re.compile(r"Saving model checkpoint:\s*(\S+)")
 RESUMED = re.compile(r"Resuming at epoch:\s*(\d+), step:\s*(\d+)")
 GLOBAL_STEP = re.compile(r"global_step(\d+)")
 DEFAULT_EPOCHS = 10
-DEFAULT_MASTER_PORT = "29500"
 
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -208,20 +207,13 @@ class DiffusionPipeAdapter(ToolAdapter):
 
     def multi_node_arguments(self, hostfile: Path) -> list[str]:
         """Launcher flags for this pod of a multi-pod run (environment of the indexed Job)."""
-        index = os.environ.get("JOB_COMPLETION_INDEX", "")
-        master = os.environ.get("MASTER_ADDR", "")
-        if not index.isdigit() or int(index) >= self.config.workers:
-            raise AdapterConfigError(
-                f"a {self.config.workers}-pod run needs JOB_COMPLETION_INDEX in [0, {self.config.workers})"
-            )
-        if not master:
-            raise AdapterConfigError("a multi-pod run needs MASTER_ADDR (the address of rank 0's pod)")
+        pod = pod_rendezvous(self.config.workers)
         return [
             f"--hostfile={hostfile}",
             "--no_ssh",
-            f"--node_rank={index}",
-            f"--master_addr={master}",
-            f"--master_port={os.environ.get('MASTER_PORT') or DEFAULT_MASTER_PORT}",
+            f"--node_rank={pod.index}",
+            f"--master_addr={pod.master_addr}",
+            f"--master_port={pod.master_port}",
         ]
 
     def parse_line(self, line: str) -> None:

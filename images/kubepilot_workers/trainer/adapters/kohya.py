@@ -11,7 +11,6 @@ period; sd-scripts does not save on an interrupt, so the last periodic checkpoin
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 from dataclasses import asdict, dataclass
@@ -26,6 +25,7 @@ from kubepilot_workers.trainer.adapters.base import (
     dataset_subsets,
     gpu_count,
     launch_argv,
+    pod_rendezvous,
     tool_dir,
 )
 from kubepilot_workers.trainer.adapters.process import LaunchPlan, ToolProcess
@@ -244,14 +244,10 @@ class KohyaAdapter(ToolAdapter):
         accelerate += ["--num_processes", str(gpu_count() * self.config.workers)]
         if self.config.workers > 1:
             # Multi-pod runs: the indexed Job gives each pod its rank, the headless Service the address.
+            pod = pod_rendezvous(self.config.workers)
             accelerate += ["--num_machines", str(self.config.workers), "--multi_gpu"]
-            for variable, flag in (
-                ("JOB_COMPLETION_INDEX", "--machine_rank"),
-                ("MASTER_ADDR", "--main_process_ip"),
-                ("MASTER_PORT", "--main_process_port"),
-            ):
-                if value := os.environ.get(variable):
-                    accelerate += [flag, value]
+            accelerate += ["--machine_rank", str(pod.index)]
+            accelerate += ["--main_process_ip", pod.master_addr, "--main_process_port", pod.master_port]
         argv = [*accelerate, str(root / script_name), "--config_file", str(training_toml)]
         files = [dataset_toml, training_toml] + ([sample_prompts] if sample_prompts else [])
         cwd = root if root.is_dir() else self.paths.output_dir
