@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -61,6 +62,7 @@ def test_onetrainer_config_keeps_the_tool_settings_and_sets_our_paths_and_concep
     assert written["concept_file_name"] == str(concepts_file)
     assert written["sample_definition_file_name"] == str(samples_file)
     concepts = json.loads(concepts_file.read_text())
+    assert {c["__version"] for c in concepts} == {1}, "ConceptConfig format 1 (balancing)"
     assert [(c["name"], c["balancing"], c["balancing_strategy"]) for c in concepts] == [
         ("demo", 10.0, "REPEATS"),
         ("style", 2.0, "REPEATS"),
@@ -159,3 +161,22 @@ def test_onetrainer_carries_save_backup_samples_and_stop_through_the_shim(
 
 def acks_ok(acks: dict[str, tuple[bool, str]], nonce: str) -> bool:
     return acks[nonce][0]
+
+
+@pytest.mark.parametrize(("given", "loaded"), [(None, 12), (9, 9)])
+def test_the_shim_takes_a_config_without_a_version_as_the_installed_format(
+    tmp_path: Path, onetrainer: None, given: int | None, loaded: int
+) -> None:
+    config = trainer_config(tmp_path, TrainerKind.ONETRAINER, tool=TOOL)
+    plan = OneTrainerAdapter(config, ProgressTracker(Path(config.outputDir))).prepare()
+    config_file = plan.files[0]
+    document = json.loads(config_file.read_text())
+    assert "__version" not in document, "the adapter passes the user's config on as written"
+    if given is not None:
+        config_file.write_text(json.dumps(document | {"__version": given}))
+
+    result = subprocess.run(plan.argv, cwd=plan.cwd, capture_output=True, text=True, timeout=60, check=False)
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"fake TrainConfig loaded format {loaded}" in result.stdout
+    assert ("[kubepilot] config has no __version" in result.stdout) is (given is None)

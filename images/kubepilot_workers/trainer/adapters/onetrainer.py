@@ -47,6 +47,7 @@ SHIM_SAMPLE = re.compile(r"^\[kubepilot\] sample rendered")
 SAVING = re.compile(r"^Saving (\S.*)$")
 BACKUP = re.compile(r"^Creating Backup (\S.*)$")
 PROGRESS_IN_NAME = re.compile(r"-(?:save|backup)-(\d+)-\d+-\d+")
+CONCEPT_FORMAT_VERSION = 1
 SAMPLE_KEYS = {"prompt", "negative_prompt", "seed", "steps", "cfg_scale", "width", "height"}
 
 
@@ -139,6 +140,9 @@ class OneTrainerAdapter(ToolAdapter):
     def concepts(self) -> list[dict[str, Any]]:
         return [
             {
+                # Format 1 of OneTrainer's ConceptConfig (balancing, balancing_strategy); a later
+                # OneTrainer migrates it from there.
+                "__version": CONCEPT_FORMAT_VERSION,
                 "name": subset.name,
                 "path": str(subset.path),
                 "enabled": True,

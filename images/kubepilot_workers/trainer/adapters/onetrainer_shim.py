@@ -155,7 +155,15 @@ def main(argv: list[str] | None = None) -> int:
 
     config = train_config_class.default_values()
     with args.config_path.open(encoding="utf-8") as handle:
-        config.from_dict(json.load(handle))
+        document = json.load(handle)
+    # OneTrainer migrates a config with no "__version" from format 0, through every migration, and
+    # those rewrite current keys (the "optimizer" object among them). A config written by hand has
+    # current keys and no version: it is taken as written for the OneTrainer installed here.
+    installed_version = getattr(config, "config_version", None)
+    if "__version" not in document and isinstance(installed_version, int):
+        document["__version"] = installed_version
+        say(f"config has no __version; taken as OneTrainer's current format {installed_version}")
+    config.from_dict(document)
     callbacks = callbacks_class()
     wire_callbacks(callbacks)
     commands = commands_class()
