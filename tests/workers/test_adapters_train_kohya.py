@@ -15,7 +15,7 @@ import pytest
 from kubepilot_api.trainingrun import Hyperparameters, KohyaProfile, ToolSettings, TrainerKind
 from kubepilot_api.workers.progress import PendingAction, WorkState
 from kubepilot_workers.trainer.adapters.base import STOP_GRACE_ENV, AdapterConfigError
-from kubepilot_workers.trainer.adapters.kohya import KOHYA_PROFILES, KohyaAdapter
+from kubepilot_workers.trainer.adapters.kohya import KohyaAdapter
 from kubepilot_workers.trainer.adapters.progress import ProgressTracker
 from tests.workers.fixtures.adapter_harness import (
     NAMESPACE,
@@ -46,15 +46,20 @@ def test_kohya_config_files_follow_the_profile_the_dataset_folders_and_the_tool_
     dataset = tomllib.loads(dataset_toml.read_text())
     assert dataset["general"]["caption_extension"] == ".txt"
     [entry] = dataset["datasets"]
-    assert entry["resolution"] == KOHYA_PROFILES[KohyaProfile.QUICK_TEST].resolution_sdxl
+    assert entry["resolution"] == 1024 and entry["batch_size"] == 1
+    # Folders with an explicit repeat count keep it (a 1_ folder would get the profile's repeats).
     assert [(Path(s["image_dir"]).name, s["num_repeats"]) for s in entry["subsets"]] == [
         ("10_demo", 10),
         ("2_style", 2),
     ]
     training = tomllib.loads(training_toml.read_text())
-    quick = KOHYA_PROFILES[KohyaProfile.QUICK_TEST]
-    assert training["network_dim"] == quick.network_dim and training["network_alpha"] == quick.network_alpha
-    assert training["max_train_epochs"] == quick.max_train_epochs
+    # TrainPilot's quick_test on SDXL: rank 32/16 (+ conv), 12 epochs at most, fp16, 2x accumulation;
+    # 600 steps clamped to 12 epochs of ceil((3x10 + 2x2) / 1 / 2) = 17 updates: 204.
+    assert (training["network_dim"], training["network_alpha"]) == (32, 16)
+    assert training["network_args"] == ["conv_dim=32", "conv_alpha=16"]
+    assert (training["max_train_epochs"], training["max_train_steps"]) == (12, 204)
+    assert training["mixed_precision"] == "fp16" and training["gradient_accumulation_steps"] == 2
+    assert (training["unet_lr"], training["text_encoder_lr"]) == (2.5e-4, 2e-5)
     assert training["optimizer_type"] == "Prodigy" and training["max_grad_norm"] == 1.0
     assert training["pretrained_model_name_or_path"] == config.baseModelPath
     assert training["output_dir"] == config.outputDir and training["output_name"] == "demo"
@@ -72,13 +77,6 @@ def test_kohya_config_files_follow_the_profile_the_dataset_folders_and_the_tool_
         "--config_file",
         str(training_toml),
     ]
-
-
-def test_kohya_profiles_differ_in_length_size_and_learning_rate() -> None:
-    quick, regular, high = (KOHYA_PROFILES[p] for p in KohyaProfile)
-    assert quick.max_train_epochs < regular.max_train_epochs < high.max_train_epochs
-    assert quick.network_dim < regular.network_dim < high.network_dim
-    assert high.unet_lr < regular.unet_lr
 
 
 def test_kohya_run_reports_progress_checkpoints_samples_and_the_final_lora(

@@ -2,7 +2,8 @@
 
 The adapter writes a dataset TOML (``[[datasets]]`` / ``[[datasets.subsets]]``, one subset per
 ``N_name`` folder repeated N times) and a training TOML (``--config_file``: the script's own
-argument names as keys) from one of TrainPilot's profiles, with ``spec.tool.config`` applied on top.
+argument names as keys) from one of TrainPilot's profiles (``trainpilot``), with ``spec.tool.config``
+applied on top.
 
 Runtime actions: sd-scripts reads no commands while it trains, so save, backup and sample are
 acknowledged as not supported. Stop sends SIGINT to the process group and SIGTERM after the grace
@@ -13,12 +14,11 @@ from __future__ import annotations
 
 import re
 import signal
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from kubepilot_api.trainingrun import KohyaProfile
-from kubepilot_workers.trainer.adapters import toml_writer
+from kubepilot_workers.trainer.adapters import toml_writer, trainpilot
 from kubepilot_workers.trainer.adapters.base import (
     AdapterConfigError,
     ToolAdapter,
@@ -34,76 +34,6 @@ from kubepilot_workers.trainer.control import ActionFailed, TrainerControl
 
 NOT_SUPPORTED = "not supported by kohya sd-scripts: it reads no commands while training"
 
-
-@dataclass(frozen=True)
-class KohyaProfileSettings:
-    """The knobs a TrainPilot profile sets."""
-
-    max_train_epochs: int
-    network_dim: int
-    network_alpha: int
-    unet_lr: float
-    text_encoder_lr: float
-    resolution_sdxl: int
-    resolution_sd: int
-    save_every_n_epochs: int
-    lr_scheduler: str
-    lr_warmup_steps: int
-    optimizer_type: str
-    train_batch_size: int
-
-
-# TrainPilot (LoRA Pilot's kohya wrapper) ships three profiles that differ in length, LoRA size,
-# learning rate, resolution and save frequency. Its source is not available here, so these values are
-# our reconstruction of what each profile is for, within the ranges the sd-scripts documentation and
-# common LoRA guides recommend:
-#   quick_test   - a smoke run: 1 epoch, small rank, reduced resolution, one save at the end;
-#   regular      - the everyday character/style LoRA: 10 epochs, rank 32, AdamW8bit at 1e-4;
-#   high_quality - slower and larger: 20 epochs, rank 64, half the learning rate, cosine restarts.
-KOHYA_PROFILES: dict[KohyaProfile, KohyaProfileSettings] = {
-    KohyaProfile.QUICK_TEST: KohyaProfileSettings(
-        max_train_epochs=1,
-        network_dim=8,
-        network_alpha=4,
-        unet_lr=2e-4,
-        text_encoder_lr=1e-4,
-        resolution_sdxl=768,
-        resolution_sd=512,
-        save_every_n_epochs=1,
-        lr_scheduler="constant",
-        lr_warmup_steps=0,
-        optimizer_type="AdamW8bit",
-        train_batch_size=1,
-    ),
-    KohyaProfile.REGULAR: KohyaProfileSettings(
-        max_train_epochs=10,
-        network_dim=32,
-        network_alpha=16,
-        unet_lr=1e-4,
-        text_encoder_lr=5e-5,
-        resolution_sdxl=1024,
-        resolution_sd=512,
-        save_every_n_epochs=2,
-        lr_scheduler="cosine",
-        lr_warmup_steps=50,
-        optimizer_type="AdamW8bit",
-        train_batch_size=2,
-    ),
-    KohyaProfile.HIGH_QUALITY: KohyaProfileSettings(
-        max_train_epochs=20,
-        network_dim=64,
-        network_alpha=32,
-        unet_lr=5e-5,
-        text_encoder_lr=2.5e-5,
-        resolution_sdxl=1024,
-        resolution_sd=768,
-        save_every_n_epochs=2,
-        lr_scheduler="cosine_with_restarts",
-        lr_warmup_steps=100,
-        optimizer_type="AdamW8bit",
-        train_batch_size=2,
-    ),
-}
 
 TOTAL_STEPS = re.compile(r"total optimization steps[^:]*:\s*(\d+)")
 NUM_EPOCHS = re.compile(r"num epochs[^:]*:\s*(\d+)")
@@ -149,43 +79,48 @@ class KohyaAdapter(ToolAdapter):
             return explicit
         return "xl" in Path(self.config.baseModelPath).name.lower()
 
-    def profile(self) -> KohyaProfileSettings:
+    def profile_name(self) -> KohyaProfile:
         chosen = self.config.tool.profile if self.config.tool else None
-        return KOHYA_PROFILES[chosen or KohyaProfile.REGULAR]
+        return chosen or KohyaProfile.REGULAR
+
+    def profile(self) -> trainpilot.ProfileSettings:
+        return trainpilot.profile_settings(self.profile_name(), self.is_sdxl())
+
+    def step_plan(self) -> trainpilot.StepPlan:
+        return trainpilot.plan_steps(
+            self.profile(), self.profile_name(), dataset_subsets(Path(self.config.datasetDir))
+        )
 
     def dataset_document(self) -> dict[str, Any]:
         profile = self.profile()
         overrides = self.tool_settings
-        resolution = overrides.get("resolution") or (
-            profile.resolution_sdxl if self.is_sdxl() else profile.resolution_sd
-        )
-        subsets = [
-            {"image_dir": str(subset.path), "num_repeats": subset.repeats, "class_tokens": subset.name}
-            for subset in dataset_subsets(Path(self.config.datasetDir))
-        ]
+        subsets = dataset_subsets(Path(self.config.datasetDir))
+        plan = self.step_plan()
         return {
             "general": {
                 "shuffle_caption": True,
                 "caption_extension": self.config.captionExtension,
                 "keep_tokens": 1,
+                "flip_aug": True,
             },
             "datasets": [
                 {
-                    "resolution": resolution,
+                    "resolution": overrides.get("resolution") or profile.resolution,
                     "batch_size": overrides.get("train_batch_size", profile.train_batch_size),
                     "enable_bucket": True,
-                    "min_bucket_reso": 256,
-                    "max_bucket_reso": 2048,
+                    # TrainPilot's SDXL buckets; SD 1.x scales them to its 512-pixel base.
+                    "min_bucket_reso": 768 if profile.resolution >= 1024 else 384,
+                    "max_bucket_reso": 1600 if profile.resolution >= 1024 else 1024,
                     "bucket_reso_steps": 64,
-                    "subsets": subsets,
+                    "subsets": [
+                        {"image_dir": str(subset.path), "num_repeats": repeats, "class_tokens": subset.name}
+                        for subset, repeats in zip(subsets, plan.repeats, strict=True)
+                    ],
                 }
             ],
         }
 
     def training_document(self, dataset_toml: Path, sample_prompts: Path | None) -> dict[str, Any]:
-        profile = asdict(self.profile())
-        for key in ("resolution_sdxl", "resolution_sd", "train_batch_size"):
-            profile.pop(key)  # these live in the dataset TOML
         hyper = self.config.hyperparameters
         document: dict[str, Any] = {
             "pretrained_model_name_or_path": self.config.baseModelPath,
@@ -193,16 +128,10 @@ class KohyaAdapter(ToolAdapter):
             "output_dir": self.config.outputDir,
             "output_name": self.config.outputName,
             "save_model_as": "safetensors",
-            "network_module": "networks.lora",
-            "learning_rate": profile["unet_lr"],
-            **profile,
-            "mixed_precision": "bf16",
-            "save_precision": "fp16",
+            **trainpilot.training_settings(self.profile()),
+            "max_train_steps": self.step_plan().max_train_steps,
             "seed": hyper.seed,
-            "gradient_checkpointing": True,
             "cache_latents": True,
-            "sdpa": True,
-            "max_data_loader_n_workers": 2,
             "logging_dir": str(self.paths.output_dir / "_logs" / "tensorboard"),
         }
         if sample_prompts is not None:
