@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,3 +147,25 @@ def test_resume_from_something_that_is_not_a_checkpoint_is_refused(tmp_path: Pat
     (tmp_path / "trainer_state.json").write_text("{not json")
     with pytest.raises(ResumeError, match="unreadable"):
         read_state(tmp_path / "trainer_state.json")
+
+
+def test_a_rerun_in_the_same_output_folder_resumes_from_its_newest_checkpoint(
+    trained: TrainedRun, tmp_path: Path
+) -> None:
+    # As a pod restarted after a kill: same config, no resumeFrom, the earlier attempt's folder.
+    output = tmp_path / "tr1"
+    earlier = Path(trained.config.outputDir) / "checkpoints"
+    shutil.copytree(earlier / "step-00000002", output / "checkpoints" / "step-00000002")
+    # A folder cut short (no state file) and a newer one of another base model are passed over.
+    (output / "checkpoints" / "step-00000006").mkdir()
+    other = output / "checkpoints" / "step-00000008"
+    shutil.copytree(earlier / "step-00000002", other)
+    state = json.loads((other / "trainer_state.json").read_text())
+    (other / "trainer_state.json").write_text(json.dumps(state | {"step": 8, "base_model": "/elsewhere"}))
+    config = trained.config.model_copy(update={"outputDir": str(output)})
+
+    trainer = LoraTrainer(config, Reporter(None, None), ONE_PROCESS)
+
+    assert trainer.step == 2
+    final = trainer.run()
+    assert final.state is WorkState.SUCCEEDED and final.progress is not None and final.progress.step == 4

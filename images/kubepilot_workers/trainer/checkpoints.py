@@ -101,3 +101,26 @@ def read_state(resume_from: str | Path) -> tuple[Path, TrainerState]:
     if state.step < 0:
         raise ResumeError(f"{state_file} has a negative step")
     return folder, state
+
+
+def latest_checkpoint(layout: OutputLayout, base_model: str, dataset: str, engine: str) -> Path | None:
+    """The newest complete checkpoint or backup of this run's lineage in its output folder, if any.
+
+    A pod restarted after a kill (a preempted node, an OOM, a rerun by hand) finds the checkpoints
+    its previous life wrote and goes on from the newest, as the downloader does with partial files.
+    Folders of another base model, dataset or engine, and folders cut short, are passed over.
+    """
+    found: list[tuple[int, int, Path]] = []
+    for preference, kind in enumerate(("backups", "checkpoints")):
+        parent = layout.root / kind
+        if not parent.is_dir():
+            continue
+        for folder in parent.iterdir():
+            try:
+                _, state = read_state(folder)
+            except ResumeError:
+                continue
+            if (state.base_model, state.dataset, state.engine) == (base_model, dataset, engine):
+                # On equal steps a checkpoint wins over a backup (same content, the usual place).
+                found.append((state.step, preference, folder))
+    return max(found)[2] if found else None

@@ -27,6 +27,7 @@ from kubepilot_workers.trainer.batches import BatchStream, EncodedCache
 from kubepilot_workers.trainer.checkpoints import (
     OutputLayout,
     TrainerState,
+    latest_checkpoint,
     prepare_folder,
     read_state,
     write_state,
@@ -106,6 +107,11 @@ class LoraTrainer:
         self._pipeline: Any = None
         if config.resumeFrom:
             self._resume(config.resumeFrom)
+        elif (
+            found := latest_checkpoint(self.layout, config.baseModelPath, config.datasetDir, self.engine_kind)
+        ) is not None:
+            log.info("found checkpoint %s of an earlier attempt; resuming from it", found)
+            self._resume(str(found))
 
     # -- TrainerControl -------------------------------------------------------------------------
 
