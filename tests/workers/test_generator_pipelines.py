@@ -79,7 +79,18 @@ def _pixels(output: OutputImage) -> bytes:
 def test_txt2img_honours_size_count_and_seed_and_writes_parameters(
     backend: DiffusersBackend, tmp_path: Path
 ) -> None:
-    outputs, progress = _run(backend, tmp_path, type="txt2img", width=48, height=32, count=2, seed=7, steps=3)
+    on_disk: list[list[str]] = []
+    request = GenerationRequest(
+        type="txt2img", prompt="a red cat", width=48, height=32, count=2, seed=7, steps=3
+    )
+    progress: list[GenerationProgress] = []
+
+    def record(report: GenerationProgress) -> None:
+        progress.append(report)
+        on_disk.append(sorted(path.name for path in tmp_path.glob("*.png")))
+
+    context = JobContext(job_id="job-1", request=request, output_dir=tmp_path, report_progress=record)
+    outputs = backend.run(context)
 
     assert [(o.index, o.width, o.height, o.seed) for o in outputs] == [(0, 48, 32, 7), (1, 48, 32, 8)]
     for output in outputs:
@@ -89,9 +100,16 @@ def test_txt2img_honours_size_count_and_seed_and_writes_parameters(
         assert text.startswith("a red cat\n") and f"Seed: {output.seed}" in text and "Size: 48x32" in text
         assert chunk["seed"] == output.seed and chunk["steps"] == 3
         assert json.loads(Path(output.metadataPath).read_text()) == chunk
-    steps = [(p.step, p.imagesDone) for p in progress]
-    assert steps == [(1, 0), (2, 0), (3, 0), (3, 1), (1, 1), (2, 1), (3, 1), (3, 2)]
-    assert progress[-1].percent == 100 and progress[-1].totalSteps == 3
+    # Images are written on a background thread while the next one is denoised, so the "image done"
+    # reports may come between the next image's steps; each one comes once that image is on disk.
+    done = [p.imagesDone for p in progress]
+    assert [after - before for before, after in zip([0, *done], done, strict=False)].count(1) == 2
+    assert done == sorted(done) and [p.percent for p in progress] == sorted(p.percent for p in progress)
+    step_reports = [p.step for p, before in zip(progress, [0, *done], strict=False) if p.imagesDone == before]
+    assert step_reports == [1, 2, 3, 1, 2, 3]
+    for report, pngs in zip(progress, on_disk, strict=True):
+        assert pngs[: report.imagesDone] == [f"image-{i:03d}.png" for i in range(report.imagesDone)]
+    assert (progress[-1].step, progress[-1].imagesDone, progress[-1].percent) == (3, 2, 100)
 
 
 def test_the_same_seed_gives_the_same_pixels_and_another_seed_does_not(
@@ -287,3 +305,244 @@ def test_an_unwritable_output_folder_fails_cleanly_without_partial_files(tmp_pat
     written = write_image(Image.new("RGB", (8, 8)), tmp_path / "ok", parameters)
     assert sorted(p.name for p in (tmp_path / "ok").iterdir()) == ["image-000.json", "image-000.png"]
     assert written.metadataPath.endswith("image-000.json")
+
+
+def test_cancelling_during_a_later_image_keeps_the_files_of_the_images_before_it(
+    backend: DiffusersBackend, tmp_path: Path
+) -> None:
+    request = GenerationRequest(type="txt2img", prompt="x", width=32, height=32, steps=3, count=3, seed=4)
+    steps_seen: list[int] = []
+
+    def cancel_in_the_second_image(progress: GenerationProgress) -> None:
+        steps_seen.append(progress.step)
+        if steps_seen.count(2) == 2:
+            context.cancelled.set()
+
+    context = JobContext(
+        job_id="c", request=request, output_dir=tmp_path, report_progress=cancel_in_the_second_image
+    )
+    with pytest.raises(Cancelled):
+        backend.run(context)
+    # Image 0 was computed before the cancel: its write, in flight or not, finished before run returned.
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["image-000.json", "image-000.png"]
+    assert read_parameters(tmp_path / "image-000.png")[1]["seed"] == 4
+
+
+def test_a_write_failing_after_the_first_image_fails_the_job_with_output_failed(
+    backend: DiffusersBackend, tmp_path: Path
+) -> None:
+    output_dir = tmp_path / "out"
+    moved = tmp_path / "moved"
+    request = GenerationRequest(type="txt2img", prompt="x", width=32, height=32, steps=2, count=3)
+
+    def break_the_folder_after_the_first_image(progress: GenerationProgress) -> None:
+        if progress.imagesDone == 1 and not moved.exists():
+            output_dir.rename(moved)
+            output_dir.write_text("a file where the output folder should be")
+
+    context = JobContext(
+        job_id="w",
+        request=request,
+        output_dir=output_dir,
+        report_progress=break_the_folder_after_the_first_image,
+    )
+    with pytest.raises(ExecutionError) as failure:
+        backend.run(context)
+    assert failure.value.code == "OUTPUT_FAILED"
+    assert sorted(path.name for path in moved.iterdir()) == ["image-000.json", "image-000.png"]
+    assert output_dir.is_file()
+
+
+def _save_undamped_upscaler(target: Path) -> Path:
+    """A random RealESRGAN-Compact x4 without the damping of ``save_tiny_upscaler``.
+
+    The damped model's output is almost the nearest-neighbour upscale, so bad tile borders would barely
+    show; this one changes every pixel with its 4-pixel neighbourhood (4 stacked 3x3 convolutions).
+    """
+    import importlib
+
+    from safetensors.torch import save_file
+
+    from kubepilot_workers.generator.upscale import import_spandrel
+
+    import_spandrel()
+    compact: Any = importlib.import_module("spandrel.architectures.Compact").Compact
+    torch.manual_seed(0)
+    model = compact(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=4)
+    save_file({key: value.contiguous() for key, value in model.state_dict().items()}, str(target))
+    return target
+
+
+def test_tiled_upscaling_matches_the_one_pass_result_and_stops_between_tiles(tmp_path: Path) -> None:
+    from kubepilot_workers.generator.upscale import Upscaler
+
+    model = _save_undamped_upscaler(tmp_path / "compact-x4.safetensors")
+    torch.manual_seed(0)
+    noise = torch.randint(0, 256, (28, 40, 3), dtype=torch.uint8)
+    image = Image.frombytes("RGB", (40, 28), bytes(noise.numpy().tobytes()))
+    cpu = torch.device("cpu")
+    one_pass = Upscaler("whole", model, cpu, torch.float32).upscale(image, 4, lambda: False)
+    checks: list[int] = []
+
+    def count_checks() -> bool:
+        checks.append(1)
+        return False
+
+    def difference(tile: int, overlap: int) -> torch.Tensor:
+        upscaler = Upscaler("tiled", model, cpu, torch.float32, tile=tile, overlap=overlap)
+        in_tiles = upscaler.upscale(image, 4, count_checks)
+        assert in_tiles.size == one_pass.size == (160, 112)
+        return (
+            torch.frombuffer(bytearray(in_tiles.tobytes()), dtype=torch.uint8).int()
+            - torch.frombuffer(bytearray(one_pass.tobytes()), dtype=torch.uint8).int()
+        ).abs()
+
+    # 24-pixel tiles with an 8-pixel margin keep 8x8 pixels each: 4 x 5 tiles.
+    matched = difference(24, 8)
+    assert len(checks) == 1 + 20, "one check before the pass, one before each tile"
+    assert matched.max().item() <= 1 and matched.float().mean().item() < 0.01
+    # The check has teeth: a margin smaller than the receptive field leaves visible seams.
+    seams = difference(24, 2)
+    assert seams.max().item() > 1
+
+    def stop_at_the_third_tile() -> bool:
+        checks.append(1)
+        return len(checks) > 3
+
+    checks.clear()
+    with pytest.raises(Cancelled):
+        Upscaler("tiled", model, cpu, torch.float32, tile=24, overlap=8).upscale(
+            image, 4, stop_at_the_third_tile
+        )
+    assert len(checks) == 4
+    with pytest.raises(ValueError):
+        Upscaler("bad", model, cpu, torch.float32, tile=16, overlap=8)
+
+
+def _unet_to_ldm(state: dict[str, torch.Tensor], config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Diffusers UNet keys to the original SD (LDM) layout, for any block count (inverse of diffusers')."""
+    blocks, layers = len(config["block_out_channels"]), config["layers_per_block"]
+    prefixes = [
+        ("time_embed.0.", "time_embedding.linear_1."),
+        ("time_embed.2.", "time_embedding.linear_2."),
+        ("input_blocks.0.0.", "conv_in."),
+        ("out.0.", "conv_norm_out."),
+        ("out.2.", "conv_out."),
+        ("middle_block.0.", "mid_block.resnets.0."),
+        ("middle_block.1.", "mid_block.attentions.0."),
+        ("middle_block.2.", "mid_block.resnets.1."),
+    ]
+    for i in range(blocks):
+        for j in range(layers):
+            prefixes.append((f"input_blocks.{(layers + 1) * i + j + 1}.0.", f"down_blocks.{i}.resnets.{j}."))
+            prefixes.append(
+                (f"input_blocks.{(layers + 1) * i + j + 1}.1.", f"down_blocks.{i}.attentions.{j}.")
+            )
+        for j in range(layers + 1):
+            prefixes.append((f"output_blocks.{(layers + 1) * i + j}.0.", f"up_blocks.{i}.resnets.{j}."))
+            prefixes.append((f"output_blocks.{(layers + 1) * i + j}.1.", f"up_blocks.{i}.attentions.{j}."))
+        if i < blocks - 1:
+            upsampler = 2 if config["up_block_types"][i].startswith("CrossAttn") else 1
+            prefixes.append(
+                (f"input_blocks.{(layers + 1) * (i + 1)}.0.op.", f"down_blocks.{i}.downsamplers.0.conv.")
+            )
+            prefixes.append(
+                (f"output_blocks.{(layers + 1) * i + layers}.{upsampler}.", f"up_blocks.{i}.upsamplers.0.")
+            )
+    resnet = [
+        ("in_layers.0.", "norm1."),
+        ("in_layers.2.", "conv1."),
+        ("out_layers.0.", "norm2."),
+        ("out_layers.3.", "conv2."),
+        ("emb_layers.1.", "time_emb_proj."),
+        ("skip_connection.", "conv_shortcut."),
+    ]
+    converted: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        ldm, diffusers_prefix = next((ldm, hf) for ldm, hf in prefixes if key.startswith(hf))
+        rest = key[len(diffusers_prefix) :]
+        if ".resnets." in diffusers_prefix:
+            rest = next((new + rest[len(old) :] for new, old in resnet if rest.startswith(old)), rest)
+        converted[f"model.diffusion_model.{ldm}{rest}"] = value
+    return converted
+
+
+def _vae_to_ldm(state: dict[str, torch.Tensor], config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Diffusers AutoencoderKL keys to the original SD layout (decoder blocks numbered in reverse)."""
+    blocks, layers = len(config["block_out_channels"]), config["layers_per_block"]
+    prefixes = [
+        ("encoder.norm_out.", "encoder.conv_norm_out."),
+        ("decoder.norm_out.", "decoder.conv_norm_out."),
+    ]
+    for part in ("encoder", "decoder"):
+        prefixes += [
+            (f"{part}.mid.attn_1.", f"{part}.mid_block.attentions.0."),
+            (f"{part}.mid.block_1.", f"{part}.mid_block.resnets.0."),
+            (f"{part}.mid.block_2.", f"{part}.mid_block.resnets.1."),
+        ]
+    for i in range(blocks):
+        prefixes += [
+            (f"encoder.down.{i}.block.{j}.", f"encoder.down_blocks.{i}.resnets.{j}.") for j in range(layers)
+        ]
+        prefixes += [
+            (f"decoder.up.{blocks - 1 - i}.block.{j}.", f"decoder.up_blocks.{i}.resnets.{j}.")
+            for j in range(layers + 1)
+        ]
+        if i < blocks - 1:
+            prefixes.append((f"encoder.down.{i}.downsample.", f"encoder.down_blocks.{i}.downsamplers.0."))
+            prefixes.append(
+                (f"decoder.up.{blocks - 1 - i}.upsample.", f"decoder.up_blocks.{i}.upsamplers.0.")
+            )
+    attention = [
+        ("norm.", "group_norm."),
+        ("q.", "to_q."),
+        ("k.", "to_k."),
+        ("v.", "to_v."),
+        ("proj_out.", "to_out.0."),
+    ]
+    converted: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        ldm, diffusers_prefix = next(((ldm, hf) for ldm, hf in prefixes if key.startswith(hf)), ("", ""))
+        rest = key[len(diffusers_prefix) :].replace("conv_shortcut.", "nin_shortcut.")
+        if "attn_1" in ldm:
+            rest = next((new + rest[len(old) :] for new, old in attention if rest.startswith(old)), rest)
+            if value.ndim == 2:
+                value = value.reshape(*value.shape, 1, 1)  # the original attention uses 1x1 convolutions
+        converted[f"first_stage_model.{ldm}{rest}"] = value
+    return converted
+
+
+def _save_single_file(model_dir: Path, target: Path) -> Path:
+    """Save a diffusers SD folder as one original-layout safetensors file plus its ``.config`` folder."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    unet_config = json.loads((model_dir / "unet" / "config.json").read_text())
+    vae_config = json.loads((model_dir / "vae" / "config.json").read_text())
+    state = _unet_to_ldm(load_file(model_dir / "unet" / "diffusion_pytorch_model.safetensors"), unet_config)
+    state |= _vae_to_ldm(load_file(model_dir / "vae" / "diffusion_pytorch_model.safetensors"), vae_config)
+    for key, value in load_file(model_dir / "text_encoder" / "model.safetensors").items():
+        # transformers 5 saves CLIPTextModel keys without the text_model. prefix the original layout has.
+        name = key if key.startswith("text_model.") else f"text_model.{key}"
+        state[f"cond_stage_model.transformer.{name}"] = value
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save_file({key: value.contiguous() for key, value in state.items()}, str(target))
+    # Configs and tokenizer only: the weights must come from the single file.
+    shutil.copytree(
+        model_dir,
+        target.with_name(target.name + ".config"),
+        ignore=shutil.ignore_patterns("*.safetensors", "*.bin", ".kubepilot*"),
+    )
+    return target
+
+
+def test_a_single_file_checkpoint_with_its_config_folder_loads_offline_and_matches_the_folder_model(
+    backend: DiffusersBackend, models: dict[str, Path], tmp_path: Path
+) -> None:
+    single = _save_single_file(models["sd"], tmp_path / "models" / "tiny-sd.safetensors")
+    from_folder, _ = _run(backend, tmp_path / "folder", type="txt2img", seed=11, modelPath=str(models["sd"]))
+    from_file, _ = _run(backend, tmp_path / "file", type="txt2img", seed=11, modelPath=str(single))
+    assert backend.pipelines.model_path == str(single)
+    assert _pixels(from_file[0]) == _pixels(from_folder[0]), "same weights, same seed: same image"
+    assert read_parameters(from_file[0].path)[1]["model"] == "tiny-sd.safetensors"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from kubepilot_api.common import now
 from kubepilot_api.generationjob import GenerationProgress, GenerationType, OutputImage
 from kubepilot_api.workers.config import GenerationRequest, GeneratorConfig
 from kubepilot_workers.executor.backend import Cancelled, ExecutionError, JobContext
-from kubepilot_workers.generator.outputs import ImageParameters, write_image
+from kubepilot_workers.generator.outputs import BackgroundWriter, ImageParameters
 from kubepilot_workers.generator.pipelines import (
     PipelineCache,
     PipelineKind,
@@ -57,25 +58,58 @@ def _load_image(path: str, what: str, mode: str) -> Image.Image:
 
 
 class _StepProgress:
-    """Turns per-step callbacks into GenerationProgress with an ETA, and checks for cancellation."""
+    """Turns per-step callbacks into GenerationProgress with an ETA, and checks for cancellation.
 
-    def __init__(self, context: JobContext, images_total: int) -> None:
+    Images are written on a background thread (see ``BackgroundWriter``), so reports come from two
+    threads: the job's (steps of the image being computed) and the writer's (an image is on disk). A lock
+    keeps them in order; ``imagesDone`` counts images on disk, the percentage counts computed images plus
+    the fraction of the current one, so neither goes backwards.
+    """
+
+    def __init__(
+        self, context: JobContext, images_total: int, writer: BackgroundWriter | None = None
+    ) -> None:
         self.context = context
         self.images_total = images_total
+        self.writer = writer
         self.images_done = 0
+        """Images on disk."""
+        self.images_computed = 0
+        self.step = 0
+        self.total_steps = 0
+        self.current = 0.0
+        """Fraction of the image being computed now (0 between images)."""
         self.started = time.monotonic()
+        self._lock = threading.Lock()
 
-    def report(self, step: int, total_steps: int, *, image_finished: bool = False) -> None:
-        """Report ``step`` of ``total_steps`` of the current image (or of the one just finished)."""
-        total = max(total_steps, 1)
-        current = 0.0 if image_finished else min(step, total) / total
-        fraction = min(1.0, (self.images_done + current) / self.images_total)
+    def report(self, step: int, total_steps: int) -> None:
+        """Report ``step`` of ``total_steps`` of the image being computed."""
+        with self._lock:
+            self.step, self.total_steps = step, total_steps
+            self.current = min(step, max(total_steps, 1)) / max(total_steps, 1)
+            self._send()
+
+    def image_computed(self, total_steps: int) -> None:
+        """The current image is complete (its file is being written): count it, no report yet."""
+        with self._lock:
+            self.images_computed += 1
+            self.step = self.total_steps = total_steps
+            self.current = 0.0
+
+    def image_written(self, output: OutputImage) -> None:
+        """An image is on disk (called on the writer thread): report it, so a dashboard may fetch it."""
+        with self._lock:
+            self.images_done += 1
+            self._send()
+
+    def _send(self) -> None:
+        fraction = min(1.0, (self.images_computed + self.current) / self.images_total)
         elapsed = time.monotonic() - self.started
         eta = max(0, round(elapsed / fraction * (1 - fraction))) if fraction > 0 else -1
         self.context.report_progress(
             GenerationProgress(
-                step=step,
-                totalSteps=total_steps,
+                step=self.step,
+                totalSteps=self.total_steps,
                 imagesDone=self.images_done,
                 imagesTotal=self.images_total,
                 percent=min(100, int(fraction * 100)),
@@ -85,6 +119,9 @@ class _StepProgress:
         )
 
     def check(self) -> None:
+        """Raise a failed write's error (no use computing more images), or Cancelled when cancelled."""
+        if self.writer is not None:
+            self.writer.raise_failure()
         if self.context.cancelled.is_set():
             raise Cancelled("job cancelled")
 
@@ -162,26 +199,21 @@ class DiffusersBackend:
     ) -> list[OutputImage]:
         request = context.request
         seed = request.seed if request.seed >= 0 else secrets.randbelow(SEED_RANGE)
-        progress = _StepProgress(context, request.count)
-        outputs: list[OutputImage] = []
-        for index in range(request.count):
-            progress.check()
-            image_seed = seed + index
-            arguments = self._arguments(request, kind, init_image, mask)
-            arguments["generator"] = torch.Generator("cpu").manual_seed(image_seed)
-            arguments["callback_on_step_end"] = progress.step_callback
-            image = pipeline(**arguments).images[0]
-            outputs.append(
-                write_image(
-                    image,
-                    context.output_dir,
-                    self._parameters(context, index, image_seed, model_path, pipeline),
-                )
-            )
-            progress.images_done = index + 1
-            total_steps = int(getattr(pipeline, "num_timesteps", 0) or request.steps)
-            progress.report(total_steps, total_steps, image_finished=True)
-        return outputs
+        # Image i is written on the writer thread while image i+1 is denoised; leaving the block waits
+        # for pending writes, so a cancel keeps the files of the images computed before it.
+        with BackgroundWriter(context.output_dir) as writer:
+            progress = _StepProgress(context, request.count, writer)
+            for index in range(request.count):
+                progress.check()
+                image_seed = seed + index
+                arguments = self._arguments(request, kind, init_image, mask)
+                arguments["generator"] = torch.Generator("cpu").manual_seed(image_seed)
+                arguments["callback_on_step_end"] = progress.step_callback
+                image = pipeline(**arguments).images[0]
+                parameters = self._parameters(context, index, image_seed, model_path, pipeline)
+                progress.image_computed(int(getattr(pipeline, "num_timesteps", 0) or request.steps))
+                writer.submit(image, parameters, progress.image_written)
+            return writer.finish()
 
     @staticmethod
     def _arguments(
@@ -240,25 +272,24 @@ class DiffusersBackend:
         if not sources:
             raise ExecutionError("INVALID_REQUEST", "upscale needs an image")
         upscaler = self.upscalers.get(request.upscaler)
-        progress = _StepProgress(context, len(sources))
-        outputs: list[OutputImage] = []
-        for index, source in enumerate(sources):
-            progress.check()
-            image = _load_image(source, "image", "RGB")
-            result = upscaler.upscale(image, request.upscaleFactor, context.cancelled.is_set)
-            parameters = ImageParameters(
-                job_id=context.job_id,
-                type=request.type.value,
-                index=index,
-                seed=-1,
-                model=upscaler.path.name,
-                width=result.width,
-                height=result.height,
-                upscaler=upscaler.name,
-                upscale_factor=request.upscaleFactor,
-                source_image=source,
-            )
-            outputs.append(write_image(result, context.output_dir, parameters))
-            progress.images_done = index + 1
-            progress.report(1, 1, image_finished=True)
-        return outputs
+        with BackgroundWriter(context.output_dir) as writer:
+            progress = _StepProgress(context, len(sources), writer)
+            for index, source in enumerate(sources):
+                progress.check()
+                image = _load_image(source, "image", "RGB")
+                result = upscaler.upscale(image, request.upscaleFactor, context.cancelled.is_set)
+                parameters = ImageParameters(
+                    job_id=context.job_id,
+                    type=request.type.value,
+                    index=index,
+                    seed=-1,
+                    model=upscaler.path.name,
+                    width=result.width,
+                    height=result.height,
+                    upscaler=upscaler.name,
+                    upscale_factor=request.upscaleFactor,
+                    source_image=source,
+                )
+                progress.image_computed(1)
+                writer.submit(result, parameters, progress.image_written)
+            return writer.finish()

@@ -3,6 +3,9 @@
 The PNG has two text chunks: ``parameters`` in the A1111 layout (so common image viewers and UIs
 read it back) and ``kubepilot`` with the same data as JSON. Files are written under a temporary name
 and renamed, so a reader never sees half an image.
+
+:class:`BackgroundWriter` writes a job's images on one background thread, so PNG encoding (tens of
+milliseconds for a 512x512 image) overlaps with computing the next image instead of holding up the GPU.
 """
 
 from __future__ import annotations
@@ -10,8 +13,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from PIL import Image
@@ -150,6 +156,74 @@ def write_image(image: Image.Image, output_dir: Path, parameters: ImageParameter
         seed=parameters.seed,
         metadataPath=str(metadata_path),
     )
+
+
+class BackgroundWriter:
+    """Writes images with :func:`write_image` on one background thread, in the order they were submitted.
+
+    Use as a context manager: leaving the block always waits for the writes still pending, so files of
+    images that were computed are on disk even when the job stops early (cancelled or failed). A write
+    that fails makes every later write skip and is raised by :meth:`raise_failure` (the caller checks
+    between steps, to stop computing images that could not be saved) and by :meth:`finish`.
+    """
+
+    def __init__(self, output_dir: Path) -> None:
+        self.output_dir = output_dir
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="image-writer")
+        self._pending: list[Future[OutputImage]] = []
+        self._failure: BaseException | None = None
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # wait=True: an image computed before a cancel still ends up on disk.
+        self._executor.shutdown(wait=True)
+
+    def submit(
+        self,
+        image: Image.Image,
+        parameters: ImageParameters,
+        on_written: Callable[[OutputImage], None] | None = None,
+    ) -> None:
+        """Queue ``image``; once it is on disk, ``on_written`` gets its OutputImage (on the writer thread)."""
+        self.raise_failure()
+        self._pending.append(self._executor.submit(self._write, image, parameters, on_written))
+
+    def raise_failure(self) -> None:
+        """Raise the error of a write that failed already; nothing while all writes succeed."""
+        failure = self._failure
+        if failure is not None:
+            raise failure
+
+    def finish(self) -> list[OutputImage]:
+        """Wait for every queued write; their OutputImages in submission order, or the first failure."""
+        outputs = [future.result() for future in self._pending]
+        self.raise_failure()
+        return outputs
+
+    def _write(
+        self,
+        image: Image.Image,
+        parameters: ImageParameters,
+        on_written: Callable[[OutputImage], None] | None,
+    ) -> OutputImage:
+        if self._failure is not None:
+            message = f"image {parameters.index} not written: an earlier image failed"
+            raise ExecutionError("OUTPUT_FAILED", message)
+        try:
+            output = write_image(image, self.output_dir, parameters)
+        except BaseException as error:
+            self._failure = error
+            raise
+        if on_written is not None:
+            on_written(output)
+        return output
 
 
 def read_parameters(png_path: str | Path) -> tuple[str, dict[str, Any]]:

@@ -3,6 +3,15 @@
 The cache holds one model at a time (one GPU's worth): asking for another model path drops the old
 one first. img2img and inpaint pipelines come from ``from_pipe``, so they share the loaded weights
 instead of loading them again.
+
+Single-file checkpoints (``.safetensors`` / ``.ckpt`` in the original Stable Diffusion layout) need the
+diffusers configs of their model family (UNet/VAE/text-encoder configs, tokenizer, scheduler) besides
+the weights. diffusers fetches those from the Hugging Face hub unless told where they are, and the
+generator usually runs without network access. So for ``model.safetensors`` we look for a config folder
+``model.safetensors.config/`` beside it: a diffusers model folder (``model_index.json`` and the
+per-component configs and tokenizer files; weights there are not needed and not read). When it is there
+the model loads fully offline, as the pipeline class its ``model_index.json`` names; without it diffusers
+guesses the family and needs the hub (or a populated Hugging Face cache).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from kubepilot_workers.executor.backend import ExecutionError
 log = logging.getLogger(__name__)
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+SINGLE_FILE_CONFIG_SUFFIX = ".config"
 
 
 class PipelineKind(StrEnum):
@@ -98,9 +108,40 @@ def _unet_in_channels(model_dir: Path) -> int:
     return value if isinstance(value, int) else 4
 
 
+def single_file_config_dir(model_file: Path) -> Path:
+    """The diffusers config folder of a single-file checkpoint: ``<file name>.config`` beside it."""
+    return model_file.with_name(model_file.name + SINGLE_FILE_CONFIG_SUFFIX)
+
+
+def _load_single_file(path: Path, dtype: torch.dtype) -> Any:
+    import diffusers
+
+    config_dir = single_file_config_dir(path)
+    if not (config_dir / "model_index.json").is_file():
+        try:
+            return diffusers.StableDiffusionPipeline.from_single_file(str(path), dtype=dtype)
+        except OSError as error:
+            raise ExecutionError(
+                "MODEL_LOAD_FAILED",
+                f"could not load {path}: {error} (to load it without hub access, put its diffusers "
+                f"config folder at {config_dir})",
+            ) from error
+    try:
+        class_name = json.loads((config_dir / "model_index.json").read_text()).get("_class_name", "")
+    except ValueError as error:
+        raise ExecutionError("MODEL_LOAD_FAILED", f"unreadable {config_dir}/model_index.json") from error
+    loader: Any = getattr(diffusers, str(class_name), None)
+    if loader is None or not hasattr(loader, "from_single_file"):
+        loader = diffusers.StableDiffusionPipeline
+    return loader.from_single_file(str(path), config=str(config_dir), local_files_only=True, dtype=dtype)
+
+
 def load_base_pipeline(model_path: str, device: torch.device, dtype: torch.dtype) -> Any:
-    """Load a model (diffusers folder, or a single .safetensors/.ckpt file) onto the device."""
-    from diffusers import AutoPipelineForInpainting, AutoPipelineForText2Image, StableDiffusionPipeline
+    """Load a model (diffusers folder, or a single .safetensors/.ckpt file) onto the device.
+
+    A single file uses its ``<file>.config`` folder when there is one (see the module docstring).
+    """
+    from diffusers import AutoPipelineForInpainting, AutoPipelineForText2Image
 
     path = Path(model_path)
     try:
@@ -111,7 +152,7 @@ def load_base_pipeline(model_path: str, device: torch.device, dtype: torch.dtype
             )
             pipeline = loader.from_pretrained(str(path), dtype=dtype)
         elif path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES:
-            pipeline = StableDiffusionPipeline.from_single_file(str(path), dtype=dtype)
+            pipeline = _load_single_file(path, dtype)
         else:
             raise ExecutionError("MODEL_NOT_FOUND", f"no diffusers folder or model file at {model_path}")
         pipeline.to(device)

@@ -5,6 +5,12 @@
 environment must not install it), :func:`import_spandrel` puts placeholders in for the two functions
 while spandrel's registry is imported and removes them afterwards; those two architectures then fail
 if called, every upscaler works.
+
+Large images are upscaled in tiles (:data:`DEFAULT_TILE` pixels per side at most), so memory stays
+bounded whatever the input size: each tile is cut with an overlap margin around the part it keeps, and
+only that centre part is pasted into the result. With a margin at least the model's receptive field
+(a few pixels for Compact/ESRGAN-style convolution stacks), the tiles' borders never reach the pasted
+part, so the result matches a one-pass upscale and shows no seams.
 """
 
 from __future__ import annotations
@@ -27,6 +33,11 @@ from kubepilot_workers.executor.backend import Cancelled, ExecutionError
 log = logging.getLogger(__name__)
 
 _import_lock = threading.Lock()
+
+DEFAULT_TILE = 512
+"""Largest tile side in input pixels, overlap included (a 4x model then makes 2048x2048 tiles)."""
+DEFAULT_TILE_OVERLAP = 32
+"""Input pixels of context kept around each tile's pasted part."""
 
 
 def _unavailable(name: str) -> Callable[..., Any]:
@@ -64,7 +75,17 @@ def import_spandrel() -> types.ModuleType:
 class Upscaler:
     """One loaded upscaling model on a device."""
 
-    def __init__(self, name: str, path: Path, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        device: torch.device,
+        dtype: torch.dtype,
+        tile: int = DEFAULT_TILE,
+        overlap: int = DEFAULT_TILE_OVERLAP,
+    ) -> None:
+        if overlap < 0 or tile <= 2 * overlap:
+            raise ValueError(f"tile ({tile}) must be larger than twice the overlap ({overlap})")
         spandrel = import_spandrel()
         try:
             descriptor = spandrel.ModelLoader(device=device).load_from_file(str(path))
@@ -79,25 +100,62 @@ class Upscaler:
         self.path = path
         self.device = device
         self.scale = int(descriptor.scale)
+        self.tile = tile
+        self.overlap = overlap
 
-    def _apply(self, image: Image.Image) -> Image.Image:
-        pixels = torch.frombuffer(bytearray(image.convert("RGB").tobytes()), dtype=torch.uint8)
-        batch = pixels.view(image.height, image.width, 3).permute(2, 0, 1).unsqueeze(0)
-        batch = batch.to(device=self.device, dtype=self.dtype) / 255.0
+    def _run(self, pixels: torch.Tensor) -> torch.Tensor:
+        """One model pass: uint8 CHW on the CPU in, uint8 CHW on the CPU out."""
+        batch = pixels.unsqueeze(0).to(device=self.device, dtype=self.dtype) / 255.0
         with torch.inference_mode():
-            result = self.descriptor(batch)
-        array = (result[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().contiguous()
-        height, width = array.shape[0], array.shape[1]
-        return Image.frombytes("RGB", (width, height), bytes(array.numpy().tobytes()))
+            result: torch.Tensor = self.descriptor(batch)
+        return (result[0].clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+    def _apply(self, image: Image.Image, should_stop: Callable[[], bool]) -> Image.Image:
+        """One model pass over ``image``, tile by tile when it is larger than a tile."""
+        raw = torch.frombuffer(bytearray(image.convert("RGB").tobytes()), dtype=torch.uint8)
+        pixels = raw.view(image.height, image.width, 3).permute(2, 0, 1)
+        height, width = image.height, image.width
+        if height <= self.tile and width <= self.tile:
+            result = self._run(pixels)
+        else:
+            result = self._run_tiled(pixels, should_stop)
+        array = result.permute(1, 2, 0).contiguous()
+        return Image.frombytes("RGB", (array.shape[1], array.shape[0]), bytes(array.numpy().tobytes()))
+
+    def _run_tiled(self, pixels: torch.Tensor, should_stop: Callable[[], bool]) -> torch.Tensor:
+        height, width = pixels.shape[1], pixels.shape[2]
+        core = self.tile - 2 * self.overlap
+        scale = max(1, self.scale)
+        result = torch.empty((3, height * scale, width * scale), dtype=torch.uint8)
+        for top in range(0, height, core):
+            for left in range(0, width, core):
+                if should_stop():
+                    raise Cancelled("upscale interrupted")
+                bottom, right = min(top + core, height), min(left + core, width)
+                # The tile: the part kept plus up to ``overlap`` pixels of real neighbours on each side.
+                tile_top, tile_left = max(0, top - self.overlap), max(0, left - self.overlap)
+                tile_bottom = min(height, bottom + self.overlap)
+                tile_right = min(width, right + self.overlap)
+                upscaled = self._run(pixels[:, tile_top:tile_bottom, tile_left:tile_right])
+                kept = upscaled[
+                    :,
+                    (top - tile_top) * scale : (bottom - tile_top) * scale,
+                    (left - tile_left) * scale : (right - tile_left) * scale,
+                ]
+                result[:, top * scale : bottom * scale, left * scale : right * scale] = kept
+        return result
 
     def upscale(self, image: Image.Image, factor: float, should_stop: Callable[[], bool]) -> Image.Image:
-        """Upscale by ``factor``: model passes until reaching it, then a Lanczos resize to the exact size."""
+        """Upscale by ``factor``: model passes until reaching it, then a Lanczos resize to the exact size.
+
+        ``should_stop`` is checked before each pass and between tiles; it raises Cancelled when true.
+        """
         target = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
         current = image.convert("RGB")
         while current.width < target[0] or current.height < target[1]:
             if should_stop():
                 raise Cancelled("upscale interrupted")
-            current = self._apply(current)
+            current = self._apply(current, should_stop)
             if self.scale <= 1:
                 break
         if current.size != target:
@@ -108,10 +166,19 @@ class Upscaler:
 class UpscalerCache:
     """Upscaler names (``GeneratorConfig.upscalers``) to loaded models, loaded on first use."""
 
-    def __init__(self, files: dict[str, str], device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        files: dict[str, str],
+        device: torch.device,
+        dtype: torch.dtype,
+        tile: int = DEFAULT_TILE,
+        overlap: int = DEFAULT_TILE_OVERLAP,
+    ) -> None:
         self._files = dict(files)
         self._device = device
         self._dtype = dtype
+        self._tile = tile
+        self._overlap = overlap
         self._loaded: dict[str, Upscaler] = {}
 
     def get(self, name: str) -> Upscaler:
@@ -127,7 +194,7 @@ class UpscalerCache:
         path = Path(file)
         if not path.is_file():
             raise ExecutionError("MODEL_NOT_FOUND", f"upscaler {name!r}: file not found: {file}")
-        upscaler = Upscaler(name, path, self._device, self._dtype)
+        upscaler = Upscaler(name, path, self._device, self._dtype, self._tile, self._overlap)
         self._loaded[name] = upscaler
         log.info("loaded upscaler %s (%s, x%d)", name, upscaler.descriptor.architecture.name, upscaler.scale)
         return upscaler
