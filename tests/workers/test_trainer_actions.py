@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
 from kubepilot_api.workers.progress import PendingAction, TrainingReport, WorkState
+from kubepilot_workers.generator.outputs import read_parameters
 from kubepilot_workers.reporting import Reporter
 from kubepilot_workers.trainer.checkpoints import read_state
 from kubepilot_workers.trainer.distributed import DistributedInfo
@@ -68,7 +70,12 @@ def test_save_backup_sample_and_stop_are_acted_on_and_acknowledged(
     assert acks["x1"].ok and "stopping" in acks["x1"].message
 
     output = Path(config.outputDir)
-    assert sorted(p.name for p in (output / "samples").iterdir())[0].endswith("a-test.png")
+    [sample] = sorted((output / "samples").glob("*.png"))
+    assert sample.name.endswith("a-test.png")
+    # Written by the generator's writer: the PNG says how it was made, a JSON file sits beside it.
+    text, document = read_parameters(sample)
+    assert text.startswith("a test") and document["type"] == "sample" and document["jobId"].startswith("act-")
+    assert json.loads(sample.with_suffix(".json").read_text()) == document
     backups = list((output / "backups").iterdir())
     assert len(backups) == 1 and read_state(backups[0])[1].engine == "torch"
 

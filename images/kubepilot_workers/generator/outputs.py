@@ -129,13 +129,18 @@ def _atomic_write(target: Path, write: Any) -> None:
         raise
 
 
-def write_image(image: Image.Image, output_dir: Path, parameters: ImageParameters) -> OutputImage:
-    """Write ``image-NNN.png`` and ``image-NNN.json`` under ``output_dir``; return the OutputImage entry."""
+def write_image(
+    image: Image.Image, output_dir: Path, parameters: ImageParameters, stem: str = ""
+) -> OutputImage:
+    """Write ``image-NNN.png`` and ``image-NNN.json`` under ``output_dir``; return the OutputImage entry.
+
+    ``stem`` names the files instead (the trainer's samples are named by step and prompt).
+    """
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ExecutionError("OUTPUT_FAILED", f"cannot create {output_dir}: {error}") from error
-    stem = f"image-{parameters.index:03d}"
+    stem = stem or f"image-{parameters.index:03d}"
     png_path = output_dir / f"{stem}.png"
     metadata_path = output_dir / f"{stem}.json"
     document = parameters.to_json()

@@ -318,7 +318,14 @@ class LoraTrainer:
         if self._pipeline is None:
             self._pipeline = build_pipeline(self.components, self.unet)
         files = render_samples(
-            self._pipeline, request, self.layout.samples, self.step, self.device, self.engine.autocast()
+            self._pipeline,
+            request,
+            self.layout.samples,
+            self.step,
+            self.device,
+            self.engine.autocast(),
+            run=self.config.outputName,
+            model=Path(self.config.baseModelPath).name,
         )
         if files:
             self.tracker.add_samples(

@@ -1,7 +1,9 @@
 """Sample images during training, rendered with the components being trained (LoRA active).
 
 A diffusers pipeline is assembled around the live UNet, so a sample shows the LoRA exactly as it
-is at this step, with no file written or reloaded.
+is at this step, with no file written or reloaded. Samples are written by the generator's own
+``write_image``: the same PNG text chunks (A1111 ``parameters`` and JSON) and metadata file as a
+GenerationJob's images, so a dashboard shows how each sample was made and it can be reproduced.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import torch
 
+from kubepilot_workers.generator.outputs import ImageParameters, write_image
 from kubepilot_workers.trainer.model import DiffusionComponents
 
 DEFAULT_SAMPLE_STEPS = 20
@@ -103,8 +106,14 @@ def render_samples(
     step: int,
     device: torch.device,
     autocast: contextlib.AbstractContextManager[None] | None = None,
+    *,
+    run: str = "",
+    model: str = "",
 ) -> list[Path]:
-    """Render one image per prompt into ``folder``; returns the files written."""
+    """Render one image per prompt into ``folder``; returns the PNG files written.
+
+    ``run`` and ``model`` (the base model's name) go into each image's metadata.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     was_training = pipeline.unet.training
@@ -123,11 +132,22 @@ def render_samples(
                     generator=generator,
                     output_type="pil",
                 )
-            path = folder / f"step{step:08d}-{index:02d}-{_slug(prompt)}.png"
-            staging = path.with_name(f".{path.name}.partial")
-            result.images[0].save(staging, format="PNG")
-            staging.replace(path)
-            written.append(path)
+            parameters = ImageParameters(
+                job_id=f"{run}-step{step:08d}" if run else f"step{step:08d}",
+                type="sample",
+                index=index,
+                seed=request.seed + index,
+                model=model,
+                prompt=prompt,
+                negative_prompt=request.negative_prompt,
+                steps=request.steps,
+                cfg_scale=request.cfg_scale,
+                sampler=type(pipeline.scheduler).__name__,
+                width=request.width,
+                height=request.height,
+            )
+            stem = f"step{step:08d}-{index:02d}-{_slug(prompt)}"
+            written.append(Path(write_image(result.images[0], folder, parameters, stem=stem).path))
     finally:
         pipeline.unet.train(was_training)
     return written
