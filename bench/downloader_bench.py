@@ -145,12 +145,13 @@ class Downloader:
         )
         return process, root
 
-    def timed(self, label: str) -> float:
-        began = time.perf_counter()
+    def timed(self, label: str) -> tuple[float, float]:
+        """(start, exit) of one run on ``time.monotonic``, the clock the server stamps transfers with."""
+        began = time.monotonic()
         process, root = self.spawn(label)
         if process.wait() != 0:
             raise SystemExit(f"downloader failed: {(root / 'termination').read_text()}")
-        return time.perf_counter() - began
+        return began, time.monotonic()
 
 
 def on_disk(root: Path) -> int:
@@ -180,10 +181,16 @@ def startup_seconds() -> float:
     return sorted(times)[1]
 
 
+def transfer_span(base: str, earlier: int) -> tuple[float, float]:
+    """(first body byte, last body byte) on the server's monotonic clock, over transfers after ``earlier``."""
+    transfers = stats(base)["transfers"][earlier:]
+    return float(min(t[3] for t in transfers)), float(max(t[4] for t in transfers))
+
+
 def transfer_window(base: str, earlier: int) -> float:
     """Seconds from the first body byte the server sent to its last, over the transfers after ``earlier``."""
-    transfers = stats(base)["transfers"][earlier:]
-    return float(max(t[4] for t in transfers) - min(t[3] for t in transfers))
+    first, last = transfer_span(base, earlier)
+    return last - first
 
 
 def resume_after_kill(downloader: Downloader, base: str, sizes: dict[str, int]) -> None:
@@ -248,14 +255,18 @@ def main() -> None:
             downloader = Downloader(base, work, intake)
             walls: dict[str, list[float]] = {"curl": [], "downloader": []}
             windows: dict[str, list[float]] = {"curl": [], "downloader": []}
+            phases: list[tuple[float, float, float]] = []
             for round_index in range(args.rounds):
                 earlier = len(stats(base)["transfers"])
                 walls["curl"].append(run_curl(base, names, work / f"curl-{round_index}"))
                 windows["curl"].append(transfer_window(base, earlier))
                 shutil.rmtree(work / f"curl-{round_index}")
                 earlier = len(stats(base)["transfers"])
-                walls["downloader"].append(downloader.timed(f"round-{round_index}"))
-                windows["downloader"].append(transfer_window(base, earlier))
+                started, exited = downloader.timed(f"round-{round_index}")
+                first, last = transfer_span(base, earlier)
+                walls["downloader"].append(exited - started)
+                windows["downloader"].append(last - first)
+                phases.append((first - started, last - first, exited - last))
                 shutil.rmtree(work / f"round-{round_index}")
             for title, measured in (
                 ("process start to exit", walls),
@@ -267,6 +278,9 @@ def main() -> None:
                 ratio = min(measured["curl"]) / min(measured["downloader"])
                 print(f"  best-of ratio downloader/curl: {ratio:.2f}x (target >= 0.9x)")
             print(f"downloader interpreter start-up and imports (warm): {startup:.2f}s")
+            print("downloader phases per round (start to 1st byte / 1st to last byte / last byte to exit):")
+            for to_first, transfer, to_exit in phases:
+                print(f"  {to_first:5.2f}s / {transfer:5.2f}s / {to_exit:5.2f}s")
             resume_after_kill(downloader, base, sizes)
     finally:
         if server is not None:
