@@ -79,6 +79,7 @@ def test_output_images_are_written_whole_with_their_metadata(tmp_path: Path) -> 
     image = write_output_image(tmp_path / "job", 3, buffer.getvalue(), seed=5, metadata={"backend": "x"})
     assert Path(image.path).read_bytes() == buffer.getvalue() and image.path.endswith("image-03.png")
     assert json.loads(Path(image.metadataPath).read_text())["seed"] == 5
+    assert Path(image.path).stat().st_mode & 0o777 == 0o644, "readable by the pods sharing the volume"
     assert sorted(p.name for p in (tmp_path / "job").iterdir()) == ["image-03.json", "image-03.png"]
 
 

@@ -100,6 +100,8 @@ def test_txt2img_honours_size_count_and_seed_and_writes_parameters(
         assert text.startswith("a red cat\n") and f"Seed: {output.seed}" in text and "Size: 48x32" in text
         assert chunk["seed"] == output.seed and chunk["steps"] == 3
         assert json.loads(Path(output.metadataPath).read_text()) == chunk
+        # Other pods (the gateway, a dashboard) read the files from the shared volume.
+        assert Path(output.path).stat().st_mode & 0o777 == 0o644
     # Images are written on a background thread while the next one is denoised, so the "image done"
     # reports may come between the next image's steps; each one comes once that image is on disk.
     done = [p.imagesDone for p in progress]

@@ -68,6 +68,7 @@ def test_training_reports_steps_a_finite_loss_and_the_final_output_with_lineage(
     [output] = final.outputs
     assert output.path == "tr1/tr1.safetensors" and output.step == 4
     assert output.sha256 == file_sha256(output_dir / "tr1.safetensors")
+    assert (output_dir / "tr1.safetensors").stat().st_mode & 0o777 == 0o644, "read by other pods"
     assert (output.baseModel, output.dataset) == (trained.config.baseModelPath, trained.config.datasetDir)
 
 

@@ -123,6 +123,8 @@ def _atomic_write(target: Path, write: Any) -> None:
     try:
         with os.fdopen(handle, "wb") as stream:
             write(stream)
+        # mkstemp creates owner-only files; images are served from the shared volume by other pods.
+        staging.chmod(0o644)
         staging.replace(target)
     except BaseException:
         staging.unlink(missing_ok=True)

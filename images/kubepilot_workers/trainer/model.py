@@ -114,6 +114,10 @@ def load_trainable_state(unet: Any, state: dict[str, torch.Tensor]) -> None:
             parameter.copy_(state[name].to(parameter.device, parameter.dtype))
 
 
+SHARED_FILE_MODE = 0o644
+"""Outputs are read by other pods sharing the volume: readable by group and others."""
+
+
 def save_lora_file(unet: Any, path: Path, *, state: dict[str, torch.Tensor] | None = None) -> Path:
     """Write the UNet's LoRA as a diffusers-loadable safetensors file, atomically; returns ``path``.
 
@@ -135,6 +139,9 @@ def save_lora_file(unet: Any, path: Path, *, state: dict[str, torch.Tensor] | No
         safe_serialization=True,
         unet_lora_adapter_metadata=unet.peft_config["default"].to_dict(),
     )
+    # diffusers writes the file owner-only (0600); other pods (the generator, ComfyUI, the gateway)
+    # read it from the shared volume, possibly as another user of the volume's group.
+    staging.chmod(SHARED_FILE_MODE)
     staging.replace(path)
     return path
 
