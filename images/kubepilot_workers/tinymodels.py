@@ -288,3 +288,54 @@ def save_tiny_upscaler(path: str | Path, scale: int = 4, seed: int = 0) -> Path:
 def parameter_count(module: torch.nn.Module) -> int:
     """Number of parameters of a module (to keep the tiny models tiny)."""
     return sum(parameter.numel() for parameter in module.parameters())
+
+
+UPSCALER_FILE_TEMPLATE = "tiny-compact-x{scale}.safetensors"
+"""File name ``upscaler`` uses when it is given a folder."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kubepilot_workers.tinymodels {sd,sd-inpaint,upscaler} PATH``: build one, print its path.
+
+    For trying the trainer and the generator on a laptop CPU without downloading real weights.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m kubepilot_workers.tinymodels",
+        description="Build a tiny random-weight model (seconds on a CPU) and print where it is.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sd = commands.add_parser("sd", help="a tiny StableDiffusionPipeline folder (diffusers layout)")
+    sd.add_argument("path", metavar="DIR", help="folder to create (left as is when already complete)")
+    inpaint = commands.add_parser("sd-inpaint", help="the same with a 9-channel inpainting UNet")
+    inpaint.add_argument("path", metavar="DIR", help="folder to create (left as is when already complete)")
+    upscaler = commands.add_parser("upscaler", help="a tiny RealESRGAN-Compact upscaler (.safetensors)")
+    upscaler.add_argument(
+        "path",
+        metavar="PATH",
+        help="a .safetensors file to write, or a folder to write "
+        + UPSCALER_FILE_TEMPLATE.format(scale="N")
+        + " in",
+    )
+    upscaler.add_argument("--scale", type=int, default=4, choices=[1, 2, 3, 4, 8], help="upscale factor")
+    for command in (sd, inpaint, upscaler):
+        command.add_argument("--seed", type=int, default=0, help="random seed (same seed, same weights)")
+    args = parser.parse_args(argv)
+
+    if args.command == "sd":
+        result = save_tiny_sd(args.path, seed=args.seed)
+    elif args.command == "sd-inpaint":
+        result = save_tiny_sd_inpaint(args.path, seed=args.seed)
+    else:
+        target = Path(args.path)
+        # A folder argument (existing, or without a file suffix) gets a file named after the scale.
+        if target.is_dir() or target.suffix != ".safetensors":
+            target = target / UPSCALER_FILE_TEMPLATE.format(scale=args.scale)
+        result = save_tiny_upscaler(target, scale=args.scale, seed=args.seed)
+    print(result.resolve())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

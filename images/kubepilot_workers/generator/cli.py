@@ -4,7 +4,8 @@ One-shot mode runs ``config.request``, pushes progress per step to the intake, w
 under ``outputsDir`` and ends with the final report (also written as the termination message).
 A ``cancel`` action from the intake, or SIGTERM, interrupts the job between steps.
 
-Exit codes: 0 succeeded (or server stopped cleanly), 1 failed, 2 invalid config, 3 cancelled.
+Exit codes: 0 succeeded, 1 failed, 2 invalid config, 3 cancelled. A server stopped by SIGTERM exits
+143: uvicorn shuts down cleanly, then re-raises the signal as the process's exit status.
 """
 
 from __future__ import annotations
