@@ -80,6 +80,7 @@ class HubFake(FileServing):
         self.error_remaining = -1
         """... this many times (-1: for ever)."""
         self.requests: list[tuple[str, str]] = []
+        self.user_agents: list[str] = []
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -160,6 +161,7 @@ class HubFake(FileServing):
         path = unquote(parsed.path)
         with self.lock:
             self.requests.append((request.command, path))
+            self.user_agents.append(request.headers.get("User-Agent", ""))
         refusal = self._refusal(request)
         if refusal is not None:
             status, headers = refusal

@@ -67,6 +67,9 @@ def test_a_repo_is_downloaded_with_patterns_and_its_revision_recorded(
     assert isinstance(last, DownloadReport) and last.state is WorkState.SUCCEEDED
     assert last.progress is not None and last.progress.percent == 100
     assert last.progress.bytesDone == last.progress.bytesTotal == len(WEIGHTS) + len(CONFIG)
+    # The Hub API calls go through huggingface_hub, without telemetry details (torch is installed here).
+    api_agents = [ua for ua in hub.user_agents if "hf_hub/" in ua]
+    assert api_agents and not any("torch/" in ua for ua in api_agents)
 
 
 def test_exact_files_of_a_repo_are_downloaded_into_their_repo_relative_paths(
