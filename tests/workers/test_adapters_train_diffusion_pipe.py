@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -19,6 +17,8 @@ from kubepilot_workers.trainer.adapters.progress import ProgressTracker
 from tests.workers.fixtures.adapter_harness import (
     NAMESPACE,
     PLURAL,
+    RANK_PROBE,
+    run_launchers,
     start_run,
     trainer_config,
     use_fake_tool,
@@ -183,31 +183,19 @@ def test_the_real_deepspeed_launcher_numbers_the_ranks_of_two_pods(
     """Our launcher flags, run by DeepSpeed's own launcher (CPU) with a probe in place of train.py."""
     tool = tmp_path / "diffusion-pipe"
     tool.mkdir()
-    (tool / "train.py").write_text(
-        "import json, os, sys\n"
-        "print('PROBE', json.dumps({k: os.environ.get(k) for k in ('RANK', 'WORLD_SIZE', 'MASTER_PORT')}))\n"
-    )
+    (tool / "train.py").write_text(RANK_PROBE)
     monkeypatch.delenv("KUBEPILOT_TRAINER_COMMAND", raising=False)
     monkeypatch.setenv("DIFFUSION_PIPE_DIR", str(tool))
     monkeypatch.setenv("KUBEPILOT_GPU_COUNT", "1")
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", "29561")
-    deepspeed = Path(sys.executable).with_name("deepspeed")
-    launched = []
+    plans = []
     for index in ("0", "1"):
         pod = tmp_path / f"pod{index}"
         pod.mkdir()
         plan = _two_pod_plan(pod, index, monkeypatch)
-        argv = [str(deepspeed), *plan.argv[1:]]
-        launched.append(
-            subprocess.Popen(argv, cwd=plan.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        )
-    probes = []
-    for process in launched:
-        output, _ = process.communicate(timeout=240)
-        assert process.returncode == 0, output.decode()[-2000:]
-        line = next(line for line in output.decode().splitlines() if line.startswith("PROBE "))
-        probes.append(json.loads(line.removeprefix("PROBE ")))
+        plans.append((plan.argv, plan.cwd))
+    probes = run_launchers(plans, "deepspeed")
     assert probes == [
         {"RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": "29561"},
         {"RANK": "1", "WORLD_SIZE": "2", "MASTER_PORT": "29561"},

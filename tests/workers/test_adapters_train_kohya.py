@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 import time
 import tomllib
 from pathlib import Path
@@ -20,6 +18,8 @@ from kubepilot_workers.trainer.adapters.progress import ProgressTracker
 from tests.workers.fixtures.adapter_harness import (
     NAMESPACE,
     PLURAL,
+    RANK_PROBE,
+    run_launchers,
     start_run,
     trainer_config,
     use_fake_tool,
@@ -203,17 +203,13 @@ def test_kohya_pods_of_a_multi_pod_run_are_launched_by_the_real_accelerate_launc
     """Our ``accelerate launch`` flags, run by accelerate itself (CPU), a probe in place of the script."""
     scripts = tmp_path / "sd-scripts"
     scripts.mkdir()
-    (scripts / "train_network.py").write_text(
-        "import json, os\n"
-        "print('PROBE', json.dumps({k: os.environ.get(k) for k in ('RANK', 'WORLD_SIZE', 'MASTER_PORT')}))\n"
-    )
+    (scripts / "train_network.py").write_text(RANK_PROBE)
     monkeypatch.delenv("KUBEPILOT_TRAINER_COMMAND", raising=False)
     monkeypatch.setenv("KOHYA_DIR", str(scripts))
     monkeypatch.setenv("KUBEPILOT_GPU_COUNT", "1")
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", "29573")
-    accelerate = Path(sys.executable).with_name("accelerate")
-    launched = []
+    plans = []
     for index in ("0", "1"):
         monkeypatch.setenv("JOB_COMPLETION_INDEX", index)
         pod = tmp_path / f"pod{index}"
@@ -223,15 +219,8 @@ def test_kohya_pods_of_a_multi_pod_run_are_launched_by_the_real_accelerate_launc
             config.model_copy(update={"workers": 2}), ProgressTracker(Path(config.outputDir))
         ).prepare()
         assert plan.argv[plan.argv.index("--machine_rank") + 1] == index
-        argv = [str(accelerate), *plan.argv[1:]]
-        output = subprocess.PIPE
-        launched.append(subprocess.Popen(argv, cwd=plan.cwd, stdout=output, stderr=subprocess.STDOUT))
-    probes = []
-    for process in launched:
-        output_bytes, _ = process.communicate(timeout=240)
-        assert process.returncode == 0, output_bytes.decode()[-2000:]
-        line = next(line for line in output_bytes.decode().splitlines() if line.startswith("PROBE "))
-        probes.append(json.loads(line.removeprefix("PROBE ")))
+        plans.append((plan.argv, plan.cwd))
+    probes = run_launchers(plans, "accelerate")
     assert probes == [
         {"RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": "29573"},
         {"RANK": "1", "WORLD_SIZE": "2", "MASTER_PORT": "29573"},
