@@ -17,10 +17,11 @@ from kubepilot_workers.trainer.adapters.progress import ProgressTracker
 from tests.workers.fixtures.adapter_harness import (
     NAMESPACE,
     PLURAL,
-    RANK_PROBE,
+    install_rank_probe,
     run_launchers,
     start_run,
     trainer_config,
+    two_ranks,
     use_fake_tool,
     wait_for,
 )
@@ -181,14 +182,7 @@ def test_the_real_deepspeed_launcher_numbers_the_ranks_of_two_pods(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Our launcher flags, run by DeepSpeed's own launcher (CPU) with a probe in place of train.py."""
-    tool = tmp_path / "diffusion-pipe"
-    tool.mkdir()
-    (tool / "train.py").write_text(RANK_PROBE)
-    monkeypatch.delenv("KUBEPILOT_TRAINER_COMMAND", raising=False)
-    monkeypatch.setenv("DIFFUSION_PIPE_DIR", str(tool))
-    monkeypatch.setenv("KUBEPILOT_GPU_COUNT", "1")
-    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    monkeypatch.setenv("MASTER_PORT", "29561")
+    install_rank_probe(monkeypatch, tmp_path / "diffusion-pipe", "train.py", "DIFFUSION_PIPE_DIR", "29561")
     plans = []
     for index in ("0", "1"):
         pod = tmp_path / f"pod{index}"
@@ -196,7 +190,4 @@ def test_the_real_deepspeed_launcher_numbers_the_ranks_of_two_pods(
         plan = _two_pod_plan(pod, index, monkeypatch)
         plans.append((plan.argv, plan.cwd))
     probes = run_launchers(plans, "deepspeed")
-    assert probes == [
-        {"RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": "29561"},
-        {"RANK": "1", "WORLD_SIZE": "2", "MASTER_PORT": "29561"},
-    ]
+    assert probes == two_ranks("29561")

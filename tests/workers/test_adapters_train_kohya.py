@@ -18,10 +18,11 @@ from kubepilot_workers.trainer.adapters.progress import ProgressTracker
 from tests.workers.fixtures.adapter_harness import (
     NAMESPACE,
     PLURAL,
-    RANK_PROBE,
+    install_rank_probe,
     run_launchers,
     start_run,
     trainer_config,
+    two_ranks,
     use_fake_tool,
     wait_for,
 )
@@ -201,14 +202,7 @@ def test_kohya_pods_of_a_multi_pod_run_are_launched_by_the_real_accelerate_launc
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Our ``accelerate launch`` flags, run by accelerate itself (CPU), a probe in place of the script."""
-    scripts = tmp_path / "sd-scripts"
-    scripts.mkdir()
-    (scripts / "train_network.py").write_text(RANK_PROBE)
-    monkeypatch.delenv("KUBEPILOT_TRAINER_COMMAND", raising=False)
-    monkeypatch.setenv("KOHYA_DIR", str(scripts))
-    monkeypatch.setenv("KUBEPILOT_GPU_COUNT", "1")
-    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    monkeypatch.setenv("MASTER_PORT", "29573")
+    install_rank_probe(monkeypatch, tmp_path / "sd-scripts", "train_network.py", "KOHYA_DIR", "29573")
     plans = []
     for index in ("0", "1"):
         monkeypatch.setenv("JOB_COMPLETION_INDEX", index)
@@ -221,10 +215,7 @@ def test_kohya_pods_of_a_multi_pod_run_are_launched_by_the_real_accelerate_launc
         assert plan.argv[plan.argv.index("--machine_rank") + 1] == index
         plans.append((plan.argv, plan.cwd))
     probes = run_launchers(plans, "accelerate")
-    assert probes == [
-        {"RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": "29573"},
-        {"RANK": "1", "WORLD_SIZE": "2", "MASTER_PORT": "29573"},
-    ]
+    assert probes == two_ranks("29573")
 
 
 def test_a_multi_pod_kohya_run_without_its_rank_is_a_config_error(
