@@ -7,7 +7,8 @@ any other kubepilot package, so the operator, the gateway and every worker image
 from kubepilot_api.constants import API_VERSION, CATEGORY, GROUP, VERSION
 from kubepilot_api.generationjob import GenerationJob, GenerationJobSpec, GenerationJobStatus
 from kubepilot_api.modelpull import ModelPull, ModelPullSpec, ModelPullStatus
-from kubepilot_api.registry import KINDS, CustomResource, kind_by_name
+from kubepilot_api.registry import KINDS, kind_by_name
+from kubepilot_api.resource import CustomResource
 from kubepilot_api.serviceinstance import ServiceInstance, ServiceInstanceSpec, ServiceInstanceStatus
 from kubepilot_api.trainingrun import TrainingRun, TrainingRunSpec, TrainingRunStatus
 

@@ -90,3 +90,13 @@ class ConditionReason(StrEnum):
     ACTION_ACKNOWLEDGED = "ActionAcknowledged"
     ENDPOINT_READY = "EndpointReady"
     ENDPOINT_NOT_READY = "EndpointNotReady"
+    # dependencies and sharing
+    SECRET_NOT_FOUND = "SecretNotFound"
+    WAITING_FOR_MODEL = "WaitingForModel"
+    WAITING_FOR_DATASET = "WaitingForDataset"
+    WAITING_FOR_SERVICE = "WaitingForService"
+    SHARED_FILES = "SharedFiles"
+    """A ModelPull completed from another ModelPull of the same files, without a second download."""
+    WAITING_FOR_SHARED_PULL = "WaitingForSharedPull"
+    DISPATCHED = "Dispatched"
+    ONE_SHOT_JOB = "OneShotJob"

@@ -19,7 +19,7 @@ from kubepilot_api.common import (
     Timestamp,
     immutable,
 )
-from kubepilot_api.registry import AGE_COLUMN, PHASE_COLUMN, CrdInfo, CustomResource, PrinterColumn
+from kubepilot_api.resource import AGE_COLUMN, PHASE_COLUMN, CrdInfo, CustomResource, PrinterColumn
 
 
 class GenerationType(StrEnum):
@@ -35,10 +35,26 @@ class GenerationType(StrEnum):
 
 
 class LoraWeight(KubeModel):
-    """A LoRA applied for this job only."""
+    """A LoRA applied for this job only: a file in the models volume or a finished TrainingRun's LoRA."""
 
-    path: str = Field(
-        description="LoRA file relative to the models volume (e.g. loras/x.safetensors).", max_length=1024
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.path) != has(self.trainingRunRef)",
+                    "message": "set exactly one of path and trainingRunRef",
+                }
+            ]
+        }
+    )
+
+    path: str | None = Field(
+        default=None,
+        description="LoRA file relative to the models volume (e.g. loras/x.safetensors).",
+        max_length=1024,
+    )
+    trainingRunRef: ObjectReference | None = Field(
+        default=None, description="A TrainingRun in this namespace whose published LoRA is used."
     )
     weight: float = Field(default=1.0, ge=-10, le=10, description="Scale of the LoRA.")
 

@@ -19,7 +19,7 @@ from kubepilot_api.common import (
     Timestamp,
     immutable,
 )
-from kubepilot_api.registry import AGE_COLUMN, PHASE_COLUMN, CrdInfo, CustomResource, PrinterColumn
+from kubepilot_api.resource import AGE_COLUMN, PHASE_COLUMN, CrdInfo, CustomResource, PrinterColumn
 
 SHA256_PATTERN = r"^[a-f0-9]{64}$"
 RELATIVE_PATH_PATTERN = r"^[^/](.*[^/])?$"

@@ -1,109 +1,30 @@
-"""The custom resource base class and the registry of our four kinds.
+"""The registry of our four kinds.
 
-A kind is a pydantic model with ``spec`` and ``status`` plus class-level CRD facts (plural,
-short names, printer columns). The CRD generator, the operator and the gateway all read them
-from here, so no plural or group string is typed twice.
+A kind is a pydantic model with ``spec`` and ``status`` plus class-level CRD facts (see
+``resource``). The CRD generator, the operator and the gateway all read them from here, so no
+plural or group string is typed twice.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from kubepilot_api.generationjob import GenerationJob
+from kubepilot_api.modelpull import ModelPull
+from kubepilot_api.resource import CustomResource
+from kubepilot_api.serviceinstance import ServiceInstance
+from kubepilot_api.trainingrun import TrainingRun
 
-from pydantic import Field
-
-from kubepilot_api.common import KubeModel, ObjectMeta
-from kubepilot_api.constants import CATEGORY, GROUP, VERSION
-
-
-@dataclass(frozen=True)
-class PrinterColumn:
-    """An additionalPrinterColumn of the CRD, shown by ``kubectl get``."""
-
-    name: str
-    json_path: str
-    type: Literal["string", "integer", "number", "boolean", "date"] = "string"
-    description: str = ""
-    priority: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        column: dict[str, Any] = {"name": self.name, "type": self.type, "jsonPath": self.json_path}
-        if self.description:
-            column["description"] = self.description
-        if self.priority:
-            column["priority"] = self.priority
-        return column
+_KINDS: tuple[type[CustomResource], ...] = (ModelPull, TrainingRun, GenerationJob, ServiceInstance)
 
 
-AGE_COLUMN = PrinterColumn("Age", ".metadata.creationTimestamp", "date")
-PHASE_COLUMN = PrinterColumn("Phase", ".status.phase", description="Where the object stands.")
-
-
-@dataclass(frozen=True)
-class CrdInfo:
-    """Everything about a kind's CRD that is not its schema."""
-
-    kind: str
-    plural: str
-    short_names: tuple[str, ...]
-    description: str
-    printer_columns: tuple[PrinterColumn, ...] = field(default_factory=tuple)
-    categories: tuple[str, ...] = (CATEGORY,)
-
-    @property
-    def singular(self) -> str:
-        return self.kind.lower()
-
-    @property
-    def crd_name(self) -> str:
-        return f"{self.plural}.{GROUP}"
-
-
-class CustomResource(KubeModel):
-    """Base of the four kinds: apiVersion, kind, metadata, spec and status."""
-
-    crd: ClassVar[CrdInfo]
-
-    apiVersion: Literal["kubepilot.io/v1alpha1"] = Field(
-        default="kubepilot.io/v1alpha1", description="kubepilot.io/v1alpha1"
-    )
-    kind: str = Field(description="The kind.")
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Standard object metadata.")
-
-    @classmethod
-    def api_path(cls, namespace: str) -> str:
-        """Collection path on a Kubernetes API server."""
-        return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{cls.crd.plural}"
-
-
-def _all_kinds() -> tuple[type[CustomResource], ...]:
-    # Imported here: the kind modules import this module for the base class.
-    from kubepilot_api.generationjob import GenerationJob
-    from kubepilot_api.modelpull import ModelPull
-    from kubepilot_api.serviceinstance import ServiceInstance
-    from kubepilot_api.trainingrun import TrainingRun
-
-    return (ModelPull, TrainingRun, GenerationJob, ServiceInstance)
-
-
-class _Kinds:
-    """Lazy tuple of the kinds, so importing ``registry`` alone has no import cycle."""
-
-    _kinds: tuple[type[CustomResource], ...] | None = None
-
-    def __call__(self) -> tuple[type[CustomResource], ...]:
-        if self._kinds is None:
-            self._kinds = _all_kinds()
-        return self._kinds
-
-
-KINDS = _Kinds()
+def KINDS() -> tuple[type[CustomResource], ...]:
+    """The four kinds, in the order of their lifecycle (pull, train, generate, serve)."""
+    return _KINDS
 
 
 def kind_by_name(name: str) -> type[CustomResource]:
     """A kind by its Kind, plural, singular or short name (case-insensitive), as kubectl accepts."""
     wanted = name.lower()
-    for model in KINDS():
+    for model in _KINDS:
         info = model.crd
         if wanted in {info.kind.lower(), info.plural, info.singular, *info.short_names}:
             return model

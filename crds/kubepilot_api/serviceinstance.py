@@ -20,7 +20,7 @@ from kubepilot_api.common import (
     Timestamp,
     immutable,
 )
-from kubepilot_api.registry import AGE_COLUMN, PHASE_COLUMN, CrdInfo, CustomResource, PrinterColumn
+from kubepilot_api.resource import AGE_COLUMN, PHASE_COLUMN, CrdInfo, CustomResource, PrinterColumn
 
 
 class ServiceType(StrEnum):

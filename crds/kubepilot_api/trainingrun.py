@@ -22,7 +22,7 @@ from kubepilot_api.common import (
     Timestamp,
     immutable,
 )
-from kubepilot_api.registry import AGE_COLUMN, PHASE_COLUMN, CrdInfo, CustomResource, PrinterColumn
+from kubepilot_api.resource import AGE_COLUMN, PHASE_COLUMN, CrdInfo, CustomResource, PrinterColumn
 
 
 class TrainerKind(StrEnum):
@@ -291,6 +291,12 @@ class TrainingRunStatus(StatusBase):
         default_factory=list, description="Final outputs with lineage.", max_length=50
     )
     outputDir: str = Field(default="", description="Output folder under the outputs volume.", max_length=1024)
+    publishedModel: str = Field(
+        default="",
+        description="The final LoRA published into the models volume (e.g. loras/<name>.safetensors), "
+        "usable by GenerationJobs and services like any pulled LoRA.",
+        max_length=1024,
+    )
     jobName: str = Field(default="", description="The trainer Job.", max_length=253)
     exitCode: int | None = Field(default=None, description="Exit code of the trainer process.")
     actions: Actions = Field(default_factory=dict)
