@@ -1,0 +1,1 @@
+"""Pure functions that turn a custom resource (a dict) and the settings into child manifests."""

@@ -1,0 +1,69 @@
+"""kopf registrations: thin watch handlers that hand every event to the operator's cache and queue.
+
+Handlers are registered on a registry of their own (not kopf's global one), so importing this
+module has no side effects and tests can run operators side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from kubepilot_api.constants import GROUP, VERSION
+from kubepilot_operator.app import Operator
+from kubepilot_operator.intake import KIND_BY_PLURAL
+from kubepilot_operator.naming import MANAGED_BY
+
+log = logging.getLogger(__name__)
+CHILD_RESOURCES = (("batch", "v1", "jobs"), ("apps", "v1", "deployments"), ("", "v1", "pods"))
+WATCHED = (*((GROUP, VERSION, plural) for plural in KIND_BY_PLURAL), *CHILD_RESOURCES)
+"""Every resource the operator lists and watches through kopf."""
+
+
+def build_registry(operator: Operator) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_via_client(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.posting.enabled = False  # our own Events tell the story; kopf's would duplicate them
+        settings.scanning.disabled = True  # our CRDs are installed before the operator starts
+        settings.watching.server_timeout = 60
+        settings.watching.client_timeout = 90
+        settings.networking.request_timeout = 30
+        settings.persistence.finalizer = "kubepilot.io/kopf"
+        await operator.start()
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        await operator.stop()
+
+    for plural in KIND_BY_PLURAL:
+        _watch(registry, operator, GROUP, VERSION, plural, labels=None)
+    for group, version, plural in CHILD_RESOURCES:
+        _watch(
+            registry, operator, group, version, plural, labels={"app.kubernetes.io/managed-by": MANAGED_BY}
+        )
+    return registry
+
+
+def _watch(
+    registry: kopf.OperatorRegistry,
+    operator: Operator,
+    group: str,
+    version: str,
+    plural: str,
+    labels: dict[str, str] | None,
+) -> None:
+    def on_event(**kwargs: Any) -> None:
+        event = kwargs["event"]
+        body = event.get("object")
+        if body is not None:
+            operator.observe(plural, str(event.get("type") or "ADDED"), dict(body))
+
+    kopf.on.event(group, version, plural, registry=registry, labels=labels)(on_event)

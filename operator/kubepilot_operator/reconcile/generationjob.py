@@ -1,0 +1,353 @@
+"""GenerationJob: the operator is the scheduler (DESIGN §3).
+
+A job goes to a Running ServiceInstance that executes jobs and serves its model (least queued
+first), or to the one it names (started first when ``autoStartService`` asks), or else to a
+one-shot generator Job. Dispatch is idempotent by the job's uid; a service that dies or forgets
+the job gets it again; cancel leaves the queue or interrupts the backend.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from kubepilot_api.conditions import ConditionReason as R
+from kubepilot_api.conditions import ConditionType as T
+from kubepilot_api.generationjob import GenerationJob
+from kubepilot_api.workers.executor import JOBS_PATH, ExecutorJob
+from kubepilot_api.workers.progress import GenerationReport, WorkState
+from kubepilot_operator import kube
+from kubepilot_operator.builders import generationjob as build
+from kubepilot_operator.builders.common import job_drift, report_url
+from kubepilot_operator.conditions import ConditionSet, timestamp
+from kubepilot_operator.reconcile import podstate
+from kubepilot_operator.reconcile.context import Context, copy_status
+from kubepilot_operator.reconcile.dependencies import Unresolved, resolve_loras, resolve_model
+from kubepilot_operator.reconcile.serviceinstance import executor_url, parse_time
+from kubepilot_operator.workqueue import WorkKey
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+PLURAL = build.PLURAL
+TERMINAL = {"Completed", "Failed", "Cancelled"}
+EXECUTOR_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
+POLL_SECONDS = 5.0
+
+_http = httpx.Client(timeout=EXECUTOR_TIMEOUT)
+
+
+def reconcile(ctx: Context, key: WorkKey) -> float | None:
+    cr = ctx.cache.get(PLURAL, key.namespace, key.name)
+    if cr is None or cr["metadata"].get("deletionTimestamp"):
+        ctx.reports.forget(key)
+        return None
+    job = GenerationJob.model_validate(cr)
+    generation = int(cr["metadata"].get("generation", 0))
+    status = copy_status(cr)
+    status["observedGeneration"] = generation
+    conditions = ConditionSet(status.get("conditions"), generation)
+    if status.get("phase") in TERMINAL:
+        return _expire(ctx, cr, job, status)
+    oneshot = ctx.cache.get("jobs", key.namespace, status["jobName"]) if status.get("jobName") else None
+    pods = ctx.cache.owned("pods", oneshot["metadata"]["uid"]) if oneshot else []
+    view = podstate.view(pods)
+    report = ctx.report(key, view.final_report)
+    gen_report = report if isinstance(report, GenerationReport) else None
+    _apply_report(status, gen_report)
+    requeue: float | None
+    if gen_report is not None and gen_report.final:
+        requeue = _finish(ctx, cr, status, conditions, gen_report)
+    elif job.spec.cancel:
+        requeue = _cancel(ctx, cr, job, status, conditions, oneshot)
+    elif status.get("assignedService"):
+        requeue = _follow_service(ctx, cr, status, conditions, gen_report)
+    elif status.get("jobName"):
+        requeue = _follow_oneshot(ctx, cr, status, conditions, view, oneshot, gen_report)
+    else:
+        requeue = _schedule(ctx, cr, job, status, conditions)
+    status["conditions"] = conditions.to_list()
+    ctx.write_status(PLURAL, cr, status)
+    if status.get("phase") in TERMINAL:
+        created = parse_time(cr["metadata"].get("creationTimestamp"))
+        if created is not None and (cr.get("status") or {}).get("phase") not in TERMINAL:
+            elapsed = (datetime.now(UTC) - created).total_seconds()
+            ctx.metrics.generation_seconds.labels(job.spec.type.value).observe(elapsed)
+        if job.spec.ttlSecondsAfterFinished is not None:
+            return float(job.spec.ttlSecondsAfterFinished) + 0.5
+    return requeue
+
+
+def _expire(ctx: Context, cr: Obj, job: GenerationJob, status: Obj) -> float | None:
+    """TTL cleanup of a finished job (the images stay on the outputs volume)."""
+    ttl = job.spec.ttlSecondsAfterFinished
+    finished = parse_time(status.get("completedAt"))
+    if ttl is None or finished is None:
+        return None
+    left = ttl - (datetime.now(UTC) - finished).total_seconds()
+    if left > 0:
+        return left + 0.5
+    ctx.api.delete(kube.custom(PLURAL), cr["metadata"]["namespace"], cr["metadata"]["name"])
+    return None
+
+
+def _apply_report(status: Obj, report: GenerationReport | None) -> None:
+    if report is None:
+        return
+    if report.progress is not None:
+        status["progress"] = report.progress.to_dict()
+    if report.outputs:
+        status["outputs"] = [o.to_dict() for o in report.outputs]
+    if report.timings is not None:
+        status["timings"] = report.timings.to_dict()
+    if report.state is WorkState.RUNNING:
+        status["phase"] = "Processing"
+        status["queuePosition"] = 0
+        status.setdefault("startedAt", timestamp())
+
+
+def _finish(
+    ctx: Context, cr: Obj, status: Obj, conditions: ConditionSet, report: GenerationReport
+) -> float | None:
+    status["completedAt"] = status.get("completedAt") or timestamp()
+    status["queuePosition"] = -1
+    conditions.set(T.PROGRESSING, False, R.COMPLETED, report.message or report.state.value)
+    if report.state is WorkState.SUCCEEDED:
+        status["phase"] = "Completed"
+        conditions.set(T.SUCCEEDED, True, R.COMPLETED, f"{len(status.get('outputs') or [])} images written")
+    elif report.state in (WorkState.CANCELLED, WorkState.STOPPED):
+        status["phase"] = "Cancelled"
+        reason = (cr.get("spec") or {}).get("cancelReason", R.USER_CANCELLED.value)
+        conditions.set(T.CANCELLED, True, reason, report.message or "cancelled")
+    else:
+        status["phase"] = "Failed"
+        error = (
+            report.error.to_dict()
+            if report.error
+            else {"code": "GENERATION_FAILED", "message": report.message}
+        )
+        status["error"] = error
+        conditions.set(T.FAILED, True, R.GENERATION_FAILED, f"{error['code']}: {error.get('message', '')}")
+    return None
+
+
+def _cancel(
+    ctx: Context, cr: Obj, job: GenerationJob, status: Obj, conditions: ConditionSet, oneshot: Obj | None
+) -> float | None:
+    reason = job.spec.cancelReason
+    service = status.get("assignedService")
+    if service:
+        si = ctx.cache.get("serviceinstances", cr["metadata"]["namespace"], service)
+        url = executor_url(ctx, si) if si else ""
+        if url:
+            try:
+                response = _http.post(f"{url}{JOBS_PATH}/{cr['metadata']['uid']}/cancel")
+                if response.status_code == 200:
+                    remote = ExecutorJob.model_validate(response.json())
+                    if remote.state.value in ("Queued", "Cancelled"):
+                        return _cancelled(status, conditions, reason, f"removed from {service}'s queue")
+                    conditions.set(T.PROGRESSING, True, reason, f"interrupting on {service}")
+                    return 1.0  # the executor's final report ends it
+                if response.status_code == 404:
+                    return _cancelled(status, conditions, reason, "cancelled")
+            except (httpx.HTTPError, ValueError, ValidationError) as error:
+                log.info("cancel on %s: %s", service, error)
+        return _cancelled(status, conditions, reason, f"cancelled; service {service} did not answer")
+    if oneshot is not None:
+        ctx.api.delete(
+            kube.JOBS, cr["metadata"]["namespace"], oneshot["metadata"]["name"], propagation="Foreground"
+        )
+    return _cancelled(status, conditions, reason, "cancelled")
+
+
+def _cancelled(status: Obj, conditions: ConditionSet, reason: str, message: str) -> float | None:
+    status.update(phase="Cancelled", queuePosition=-1, completedAt=timestamp())
+    conditions.set(T.CANCELLED, True, reason, message)
+    conditions.set(T.PROGRESSING, False, reason, message)
+    return None
+
+
+def _candidates(ctx: Context, cr: Obj, model: str) -> list[Obj]:
+    """Running, ready services that execute jobs and serve this model, least queued first."""
+    result = []
+    for si in ctx.cache.all("serviceinstances", cr["metadata"]["namespace"]):
+        state = si.get("status") or {}
+        if state.get("phase") != "Running" or not state.get("ready"):
+            continue
+        entry = ctx.settings.services.get(str((si.get("spec") or {}).get("serviceType")))
+        if entry is None or entry.executor == "none":
+            continue
+        wants_workflow = (cr.get("spec") or {}).get("type") == "workflow"
+        if wants_workflow != (entry.adapterBackend == "comfyui"):
+            continue
+        models = (si.get("spec") or {}).get("models") or []
+        if model and models and model not in models:
+            continue
+        result.append(si)
+
+    def load(si: Obj) -> tuple[int, str]:
+        queue = (si.get("status") or {}).get("queue") or {}
+        return int(queue.get("pending", 0)) + int(queue.get("running", 0)), si["metadata"]["name"]
+
+    return sorted(result, key=load)
+
+
+def _schedule(
+    ctx: Context, cr: Obj, job: GenerationJob, status: Obj, conditions: ConditionSet
+) -> float | None:
+    status.setdefault("phase", "Pending")
+    try:
+        model = resolve_model(ctx, cr, job)
+        loras = resolve_loras(ctx, cr, job)
+    except Unresolved as waiting:
+        conditions.set(T.DEPENDENCIES_READY, False, waiting.reason, str(waiting))
+        if waiting.failed:
+            status.update(
+                phase="Failed",
+                completedAt=timestamp(),
+                error={"code": "DEPENDENCY_FAILED", "message": str(waiting)},
+            )
+            conditions.set(T.FAILED, True, R.DEPENDENCY_FAILED, str(waiting))
+            return None
+        return 5.0
+    conditions.set(T.DEPENDENCIES_READY, True, R.COMPLETED, "model and LoRAs are available")
+    request = build.request(ctx.settings, cr, model, loras)
+    namespace = cr["metadata"]["namespace"]
+    if job.spec.serviceRef is not None:
+        si = ctx.cache.get("serviceinstances", namespace, job.spec.serviceRef.name)
+        if si is None:
+            conditions.set(
+                T.SCHEDULED,
+                False,
+                R.WAITING_FOR_SERVICE,
+                f"ServiceInstance {job.spec.serviceRef.name} does not exist",
+            )
+            return 5.0
+        if not (si.get("spec") or {}).get("running") and job.spec.autoStartService:
+            ctx.patch_object("serviceinstances", si, {"spec": {"running": True}})
+        if (si.get("status") or {}).get("phase") != "Running" or not (si.get("status") or {}).get("ready"):
+            conditions.set(
+                T.SCHEDULED,
+                False,
+                R.WAITING_FOR_SERVICE,
+                f"waiting for ServiceInstance {si['metadata']['name']} to run",
+            )
+            return 3.0
+        candidates = [si]
+    else:
+        candidates = _candidates(ctx, cr, model)
+    for si in candidates:
+        if _dispatch(ctx, cr, si, request, status, conditions):
+            return POLL_SECONDS
+    if job.spec.serviceRef is not None:
+        return 3.0
+    return _start_oneshot(ctx, cr, request, status, conditions)
+
+
+def _dispatch(ctx: Context, cr: Obj, si: Obj, request: Any, status: Obj, conditions: ConditionSet) -> bool:
+    url = executor_url(ctx, si)
+    if not url:
+        return False
+    submit = build.submission(ctx.settings, cr, request, report_url(ctx.settings, cr, PLURAL), ctx.token(cr))
+    name = si["metadata"]["name"]
+    try:
+        response = _http.post(f"{url}{JOBS_PATH}", json=submit.to_dict())
+    except httpx.HTTPError as error:
+        log.info("dispatch of %s to %s failed: %s", cr["metadata"]["name"], name, error)
+        return False
+    if response.status_code == 422:
+        status.update(
+            phase="Failed",
+            completedAt=timestamp(),
+            error={"code": "INVALID_REQUEST", "message": response.text[:4000]},
+        )
+        conditions.set(T.FAILED, True, R.INVALID_SPEC, f"{name} refused the job: {response.text[:1000]}")
+        return True
+    if response.status_code not in (200, 201, 202):
+        log.info("dispatch of %s to %s: HTTP %d", cr["metadata"]["name"], name, response.status_code)
+        return False
+    remote = ExecutorJob.model_validate(response.json())
+    status.update(assignedService=name, queuePosition=remote.queuePosition)
+    if remote.state.value == "Running":
+        status["phase"] = "Processing"
+    conditions.set(T.SCHEDULED, True, R.DISPATCHED, f"dispatched to ServiceInstance {name}")
+    ctx.event(cr, "Normal", "Dispatched", f"dispatched to ServiceInstance {name}")
+    return True
+
+
+def _follow_service(
+    ctx: Context, cr: Obj, status: Obj, conditions: ConditionSet, report: GenerationReport | None
+) -> float | None:
+    """Keep a dispatched job honest: a stopped or restarted service gets it again or drops it."""
+    name = status["assignedService"]
+    si = ctx.cache.get("serviceinstances", cr["metadata"]["namespace"], name)
+    url = executor_url(ctx, si) if si and (si.get("status") or {}).get("phase") == "Running" else ""
+    remote: ExecutorJob | None = None
+    if url:
+        try:
+            response = _http.get(f"{url}{JOBS_PATH}/{cr['metadata']['uid']}")
+            if response.status_code == 200:
+                remote = ExecutorJob.model_validate(response.json())
+        except (httpx.HTTPError, ValueError, ValidationError) as error:
+            log.info("polling %s for %s: %s", name, cr["metadata"]["name"], error)
+    if remote is None:
+        # The service is gone, stopped or restarted without the job: schedule it again.
+        status.pop("assignedService", None)
+        status["phase"] = "Pending"
+        status["queuePosition"] = -1
+        message = f"ServiceInstance {name} lost the job; rescheduling"
+        conditions.set(T.SCHEDULED, False, R.BACKEND_UNAVAILABLE, message)
+        ctx.event(cr, "Warning", "Rescheduled", message)
+        return 0.5
+    status["queuePosition"] = remote.queuePosition
+    if remote.state.value == "Running":
+        status["phase"] = "Processing"
+        status.setdefault("startedAt", timestamp())
+    return POLL_SECONDS
+
+
+def _start_oneshot(
+    ctx: Context, cr: Obj, request: Any, status: Obj, conditions: ConditionSet
+) -> float | None:
+    ctx.ensure_worker_account(cr["metadata"]["namespace"])
+    ctx.ensure_secret(cr, build.oneshot_config(ctx.settings, cr, request))
+    desired = build.oneshot_job(ctx.settings, cr)
+    created = ctx.api.ensure(kube.JOBS, desired, job_drift)
+    ctx.cache.upsert("jobs", created)
+    status.update(jobName=created["metadata"]["name"], queuePosition=0)
+    conditions.set(
+        T.SCHEDULED, True, R.ONE_SHOT_JOB, f"runs as the one-shot Job {created['metadata']['name']}"
+    )
+    return POLL_SECONDS
+
+
+def _follow_oneshot(
+    ctx: Context,
+    cr: Obj,
+    status: Obj,
+    conditions: ConditionSet,
+    view: podstate.PodView,
+    oneshot: Obj | None,
+    report: GenerationReport | None,
+) -> float | None:
+    jv = podstate.job_view(oneshot)
+    ctx.orchestration(conditions, view, "GenerationJob")
+    if jv.failed or (oneshot is None and status.get("jobName")):
+        reason = jv.reason or R.GENERATION_FAILED.value
+        message = jv.message or "the generator Job is gone"
+        status.update(
+            phase="Failed",
+            completedAt=timestamp(),
+            queuePosition=-1,
+            error={"code": reason.upper(), "message": message},
+        )
+        conditions.set(T.FAILED, True, reason, message)
+        ctx.metrics.child_failures.labels("GenerationJob", reason).inc()
+        return None
+    if view.running:
+        status["phase"] = "Processing"
+        status.setdefault("startedAt", timestamp())
+    return POLL_SECONDS
