@@ -14,8 +14,8 @@ Real HTTP on 127.0.0.1 (a threaded ``http.server``, HTTP/1.1 keep-alive) answeri
 - ``GET /_stats``: the byte counters and per-response transfers, for a server in another process.
 
 Knobs (attributes of :class:`HubFake`, safe to change while serving) make it misbehave: require
-a token, refuse some tokens (403, gated), answer 429 a number of times with ``Retry-After`` or
-every request with a fixed status (5xx);
+a token, refuse some tokens (403, gated), answer 429 a number of times or every n-th request, with
+a ``Retry-After`` in seconds or as an HTTP-date, or every request with a fixed status (5xx);
 the file-serving knobs (throttle, stall, drop mid-file) and byte counters come from
 :class:`~tests.workers.hubfake_files.FileServing`.
 
@@ -30,6 +30,8 @@ import argparse
 import hashlib
 import re
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -74,7 +76,14 @@ class HubFake(FileServing):
         """Known tokens without access (gated repository): 403."""
         self.rate_limit_remaining = 0
         """Answer this many next requests with 429 (any route but /api/v1 lists)."""
-        self.retry_after = "0"
+        self.rate_limit_every = 0
+        """Answer every n-th request with 429 (2: every other one; 0: never)."""
+        self.retry_after: str | Callable[[], str] = "0"
+        """The 429's ``Retry-After``, or a function giving it when the 429 is sent (an HTTP-date)."""
+        self.rate_limited_at: list[float] = []
+        """``time.monotonic()`` of each 429 sent."""
+        self.request_times: list[float] = []
+        """``time.monotonic()`` of each request's arrival, in the order of ``requests``."""
         self.error_status: int | None = None
         """Answer requests with this status (a broken server) ..."""
         self.error_remaining = -1
@@ -161,6 +170,7 @@ class HubFake(FileServing):
         path = unquote(parsed.path)
         with self.lock:
             self.requests.append((request.command, path))
+            self.request_times.append(time.monotonic())
             self.user_agents.append(request.headers.get("User-Agent", ""))
         refusal = self._refusal(request)
         if refusal is not None:
@@ -176,9 +186,15 @@ class HubFake(FileServing):
             if self.error_status is not None and self.error_remaining != 0:
                 self.error_remaining -= 1
                 return self.error_status, {}
-            if self.rate_limit_remaining > 0:
-                self.rate_limit_remaining -= 1
-                return 429, {"Retry-After": self.retry_after}
+            # The request is already counted in ``requests``: with every=2 the 2nd, 4th, ... are refused.
+            limited = self.rate_limit_remaining > 0 or (
+                self.rate_limit_every > 0 and len(self.requests) % self.rate_limit_every == 0
+            )
+            if limited:
+                self.rate_limit_remaining = max(0, self.rate_limit_remaining - 1)
+                self.rate_limited_at.append(time.monotonic())
+                hint = self.retry_after() if callable(self.retry_after) else self.retry_after
+                return 429, {"Retry-After": hint}
         if self.required_token is None:
             return None
         authorization = request.headers.get("Authorization", "")

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import email.utils
+import itertools
+import math
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from kubepilot_api.workers.progress import DownloadReport, WorkState
+from kubepilot_workers.downloader.errors import parse_retry_after
+from kubepilot_workers.downloader.retry import RETRY_BUDGET_ENV
 from tests.workers.downloader_harness import PullHarness
 from tests.workers.hubfake import FakeFile, HubFake, bytes_of
 from tests.workers.intake import ContractIntake
@@ -210,6 +217,80 @@ def test_rate_limited_requests_are_retried_after_the_servers_hint(
     assert pull.run() == 0
     assert pull.final()["state"] == "Succeeded"
     assert hub.rate_limit_remaining == 0
+
+
+def _waits_after_refusals(hub: HubFake) -> list[float]:
+    """For each 429, the seconds until the next request arrived (the client's wait)."""
+    return [
+        min(t for t in hub.request_times if t > refused) - refused
+        for refused in hub.rate_limited_at
+        if any(t > refused for t in hub.request_times)
+    ]
+
+
+def test_a_hub_refusing_every_other_request_is_waited_out_as_its_retry_after_says(
+    hub: HubFake, intake: ContractIntake, tmp_path: Path
+) -> None:
+    hub.rate_limit_every = 2
+    hub.retry_after = "1"
+    pull = PullHarness(tmp_path, intake)
+    pull.write_config(
+        _hf(hub, files=["config.json", "model.safetensors"]),
+        huggingFaceEndpoint=hub.base_url,
+        maxParallelFiles=1,  # one request at a time, so each retry's wait can be measured
+    )
+
+    assert pull.run() == 0, pull.final().get("error")
+
+    assert (pull.target / "model.safetensors").read_bytes() == WEIGHTS
+    assert (pull.target / "config.json").read_bytes() == CONFIG
+    waits = _waits_after_refusals(hub)
+    assert len(waits) >= 4, "the revision, the file list and both files' requests were refused"
+    assert min(waits) >= 0.95, f"retried sooner than Retry-After: 1 allows: {waits}"
+
+
+def test_a_retry_after_given_as_an_http_date_is_waited_for(
+    hub: HubFake, intake: ContractIntake, tmp_path: Path
+) -> None:
+    hub.rate_limit_remaining = 1
+    # Whole seconds, as HTTP-dates have: 3 to 4 s from the moment the 429 is sent.
+    hub.retry_after = lambda: email.utils.formatdate(math.floor(time.time()) + 4, usegmt=True)
+    pull = PullHarness(tmp_path, intake)
+    pull.write_config(_hf(hub, files=["config.json"]), huggingFaceEndpoint=hub.base_url)
+
+    assert pull.run() == 0
+
+    [wait] = _waits_after_refusals(hub)
+    assert 2.9 <= wait < 6, f"waited {wait:.2f}s for a date 3-4 s ahead"
+
+
+def test_retry_after_is_read_in_seconds_and_as_an_http_date() -> None:
+    now = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
+    assert parse_retry_after("120", now=now) == 120.0
+    assert parse_retry_after("Sat, 01 Mar 2025 12:00:30 GMT", now=now) == 30.0
+    assert parse_retry_after("Sat, 01 Mar 2025 11:59:00 GMT", now=now) == 0.0, "a past date: at once"
+    assert parse_retry_after("soon", now=now) is None and parse_retry_after(None) is None
+
+
+def test_a_hub_that_always_rate_limits_fails_clearly_once_the_retry_budget_is_spent(
+    hub: HubFake, intake: ContractIntake, tmp_path: Path
+) -> None:
+    hub.rate_limit_every = 1
+    pull = PullHarness(tmp_path, intake)
+    pull.env[RETRY_BUDGET_ENV] = "2"
+    pull.write_config(_hf(hub, files=["config.json"]), huggingFaceEndpoint=hub.base_url)
+
+    started = time.monotonic()
+    assert pull.run() == 1
+    elapsed = time.monotonic() - started
+
+    error = pull.final()["error"]
+    assert error["code"] == "RATE_LIMITED"
+    assert "HTTP 429" in error["message"] and f"retry budget 2s, ${RETRY_BUDGET_ENV}" in error["message"]
+    assert 2.0 <= elapsed < 8, f"gave up after {elapsed:.1f}s of a 2 s budget"
+    times = hub.rate_limited_at
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert len(gaps) >= 3 and gaps[0] < gaps[1] < gaps[2], f"waits must grow: {gaps}"
 
 
 def test_a_passing_server_error_while_resolving_is_retried(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from kubepilot_workers.downloader.retry import RETRY_BUDGET_ENV
 from tests.workers.downloader_harness import PullHarness
 from tests.workers.hubfake import CivitaiFile, FakeFile, HubFake, bytes_of
 from tests.workers.intake import ContractIntake
@@ -157,10 +158,12 @@ def test_rate_limiting_is_retried_then_reported_as_rate_limited(
 
     hub.rate_limit_remaining = 1000
     gives_up = PullHarness(tmp_path, intake, name="gives-up")
+    gives_up.env[RETRY_BUDGET_ENV] = "1"
     gives_up.write_config(_url(hub, "e.bin", "e.bin"))
     assert gives_up.run() == 1
-    assert gives_up.final()["error"]["code"] == "RATE_LIMITED"
-    assert 1000 - hub.rate_limit_remaining == 5, "bounded attempts"
+    error = gives_up.final()["error"]
+    assert error["code"] == "RATE_LIMITED" and "retry budget 1s" in error["message"], "bounded by time"
+    assert 1000 - hub.rate_limit_remaining > 2
 
 
 def test_a_dropped_connection_resumes_plain_downloads_from_the_partial_file(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import httpx
 import pytest
 
 from kubepilot_api.workers.env import CONFIG_ENV, REPORT_URL_ENV, TERMINATION_MESSAGE_ENV, TOKEN_FILE_ENV
-from kubepilot_api.workers.progress import GenerationReport, PendingAction, WorkState
+from kubepilot_api.workers.progress import GenerationReport, PendingAction, ServiceReport, WorkState
 from kubepilot_workers.generator.outputs import read_parameters
 from kubepilot_workers.tinymodels import save_tiny_sd
 from tests.workers.intake import ContractIntake
@@ -137,10 +138,8 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture
-def server(tiny_sd: Path, tmp_path: Path) -> Iterator[httpx.Client]:
-    port = _free_port()
-    config = {
+def _server_config(tiny_sd: Path, tmp_path: Path, port: int) -> dict[str, Any]:
+    return {
         "workload": {"kind": "ServiceInstance", "namespace": "ns", "name": "svc"},
         "mode": "server",
         "modelPath": str(tiny_sd),
@@ -149,14 +148,16 @@ def server(tiny_sd: Path, tmp_path: Path) -> Iterator[httpx.Client]:
         "port": port,
         "device": "cpu",
     }
-    env = _pod_env(tmp_path, config, "", "unused")
+
+
+def _start_server(env: dict[str, str], client: httpx.Client) -> subprocess.Popen[bytes]:
+    """The server as in its pod; returns once its health says ready."""
     process = subprocess.Popen(
         [sys.executable, "-m", "kubepilot_workers.generator", "--config", env[CONFIG_ENV]],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
 
     def healthy() -> bool:
         assert process.poll() is None, process.stderr.read().decode()[-2000:] if process.stderr else ""
@@ -167,6 +168,20 @@ def server(tiny_sd: Path, tmp_path: Path) -> Iterator[httpx.Client]:
 
     try:
         _wait_for(healthy)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return process
+
+
+@pytest.fixture
+def server(tiny_sd: Path, tmp_path: Path) -> Iterator[httpx.Client]:
+    port = _free_port()
+    env = _pod_env(tmp_path, _server_config(tiny_sd, tmp_path, port), "", "unused")
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    process = _start_server(env, client)
+    try:
         yield client
     finally:
         client.close()
@@ -225,3 +240,29 @@ def test_server_mode_runs_queued_jobs_reports_to_the_intake_and_interrupts_on_ca
     assert Path(final.outputs[0].path).is_file()
     _wait_for(lambda: long_reports[-1].final)
     assert long_reports[-1].state is WorkState.CANCELLED
+
+
+def test_server_mode_stopped_by_sigterm_sends_a_final_report_and_writes_the_termination_message(
+    tiny_sd: Path, intake: ContractIntake, tmp_path: Path
+) -> None:
+    url = intake.register("ns", "serviceinstances", "svc", "tok-svc")
+    port = _free_port()
+    env = _pod_env(tmp_path, _server_config(tiny_sd, tmp_path, port), url, "tok-svc")
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        process = _start_server(env, client)
+    try:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+    assert process.returncode == 143, stderr.decode()[-2000:]
+    termination = json.loads((tmp_path / "termination-log").read_text())
+    assert termination["kind"] == "ServiceInstance"
+    assert termination["state"] == "Stopped" and termination["final"] is True
+    assert "SIGTERM" in termination["message"]
+    final = intake.workload("ns", "serviceinstances", "svc").reports[-1]
+    assert isinstance(final, ServiceReport) and final.final and final.state is WorkState.STOPPED
+    assert b"tok-svc" not in stderr, "the token must never be logged"

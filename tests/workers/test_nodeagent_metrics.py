@@ -4,6 +4,7 @@ stand-in NVML module (a fake, because no GPU exists on this machine; the gpu-mar
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -182,6 +183,49 @@ def test_gpu_readings_become_labelled_metrics_and_unsupported_values_are_left_ou
     assert second["utilizationPercent"] is None and second["powerWatts"] is None
     assert [p["pid"] for p in first["processes"]] == [os.getpid(), 4_194_000]
     assert first["processes"][1] == {"pid": 4_194_000, "name": "", "usedMemoryBytes": None}
+
+
+@pytest.fixture
+def busy_cpu() -> Iterator[None]:
+    """One core kept busy by another process for the length of the test."""
+    spinner = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.perf_counter()"])
+    try:
+        time.sleep(0.3)  # past interpreter start-up: spinning from here on
+        assert spinner.poll() is None
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def test_the_first_reading_after_start_reports_the_load_of_a_busy_node(serve: Any, busy_cpu: None) -> None:
+    # Read at once after creation: nothing but the collector's own priming came before.
+    first = NodeCollector(["/"], nvml=NvmlReader(FakeNvml()), ttl=0).snapshot()
+    assert first.cpu.percent > 0, "a node with a busy core must not read 0 % on its first snapshot"
+
+    base = serve(NodeCollector(["/"], nvml=NvmlReader(FakeNvml()), ttl=0))
+    scraped = scrape(base)["kubepilot_node_cpu_utilization_percent"][()]
+    assert 0 < scraped <= 100, "nor on the first scrape of /metrics"
+
+
+def test_a_disk_path_that_does_not_exist_is_reported_unavailable_and_logged_once(
+    serve: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    missing = tmp_path / "models-volume-not-mounted"
+    with caplog.at_level(logging.WARNING, logger="kubepilot_workers.nodeagent.collector"):
+        base = serve(NodeCollector([str(tmp_path), str(missing)], nvml=NvmlReader(FakeNvml()), ttl=0))
+        first, second = scrape(base), scrape(base)
+
+    for metrics in (first, second):
+        assert metrics["kubepilot_node_disk_path_available"] == {
+            (("path", str(tmp_path)),): 1.0,
+            (("path", str(missing)),): 0.0,
+        }
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and str(missing) in warnings[0], "logged when seen, not on every scrape"
+
+    missing.mkdir()
+    assert scrape(base)["kubepilot_node_disk_path_available"][(("path", str(missing)),)] == 1.0
 
 
 def test_nvml_initialisation_is_retried_and_a_lost_driver_is_reported() -> None:

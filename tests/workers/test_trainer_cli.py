@@ -13,7 +13,11 @@ import pytest
 
 from kubepilot_api.workers.env import CONFIG_ENV, REPORT_URL_ENV, TERMINATION_MESSAGE_ENV, TOKEN_FILE_ENV
 from kubepilot_api.workers.progress import TrainingReport, WorkState
+from kubepilot_workers.reporting import Reporter
 from kubepilot_workers.trainer.checkpoints import read_state
+from kubepilot_workers.trainer.distributed import DistributedInfo
+from kubepilot_workers.trainer.loop import LoraTrainer
+from kubepilot_workers.trainer.model import file_sha256
 from tests.workers._trainer_tiny import (
     NAMESPACE,
     PLURAL,
@@ -142,4 +146,41 @@ def test_a_missing_dataset_fails_the_run_with_dataset_invalid(
     assert (
         termination["error"]["code"] == "DATASET_INVALID"
         and "does not exist" in termination["error"]["message"]
+    )
+
+
+def _files(folder: Path) -> dict[str, tuple[int, str]]:
+    """Every file under ``folder`` with its mtime and sha256."""
+    return {
+        str(path.relative_to(folder)): (path.stat().st_mtime_ns, file_sha256(path))
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_a_rerun_of_a_finished_run_ends_at_once_as_succeeded_with_the_same_outputs(
+    intake: ContractIntake, tiny_model: Path, tmp_path: Path
+) -> None:
+    dataset = make_dataset(tmp_path / "ds", {"2_a": [(64, 64), (96, 64)]})
+    config = trainer_config(tiny_model, dataset, tmp_path / "out", name="done", maxSteps=4, saveEverySteps=2)
+    one_process = DistributedInfo(rank=0, local_rank=0, world_size=1)
+    first = LoraTrainer(config, Reporter(None, None), one_process).run()
+    assert first.state is WorkState.SUCCEEDED
+    output_dir = Path(config.outputDir)
+    before = _files(output_dir)
+
+    # The Job's pod run again: same config, same output folder, a checkpoint at step 2 in it.
+    url = intake.register(NAMESPACE, PLURAL, "done", TOKEN)
+    process = _start(_environment(tmp_path, url, write_config(config, tmp_path / "config.json")))
+    output, _ = process.communicate(timeout=60)
+
+    assert process.returncode == 0, output[-3000:]
+    assert _files(output_dir) == before, "no file written or touched: the final LoRA keeps bytes and mtime"
+    [report] = intake.workload(NAMESPACE, PLURAL, "done").reports  # no Starting: nothing was loaded
+    assert isinstance(report, TrainingReport) and report.final and report.state is WorkState.SUCCEEDED
+    assert report.outputs == first.outputs and report.outputs[0].path == "done/done.safetensors"
+    assert report.progress is not None and report.progress.step == 4 and report.progress.percent == 100
+    termination = json.loads((tmp_path / "termination-log").read_text())
+    assert (
+        termination["state"] == "Succeeded" and termination["outputs"][0]["sha256"] == first.outputs[0].sha256
     )

@@ -18,6 +18,7 @@ from kubepilot_api.workers.config import LoraFile, TrainerConfig
 from kubepilot_api.workers.progress import ReportBase, TrainingReport, WorkState
 from kubepilot_workers.reporting import Reporter
 from kubepilot_workers.trainer.checkpoints import ResumeError, read_state
+from kubepilot_workers.trainer.completion import finished_report
 from kubepilot_workers.trainer.distributed import DistributedInfo
 from kubepilot_workers.trainer.engine import ENGINE_STATE_FILE
 from kubepilot_workers.trainer.loop import LoraTrainer
@@ -170,3 +171,69 @@ def test_a_rerun_in_the_same_output_folder_resumes_from_its_newest_checkpoint(
     assert trainer.step == 2
     final = trainer.run()
     assert final.state is WorkState.SUCCEEDED and final.progress is not None and final.progress.step == 4
+
+
+def test_a_finished_run_is_recognised_only_while_its_outputs_and_lineage_are_unchanged(
+    trained: TrainedRun, tmp_path: Path
+) -> None:
+    again = finished_report(trained.config)
+    assert again is not None and again.state is WorkState.SUCCEEDED
+    assert again.outputs == trained.final.outputs and again.checkpoints == trained.final.checkpoints
+
+    longer = trained.config.hyperparameters.model_copy(update={"maxSteps": 8})
+    assert finished_report(trained.config.model_copy(update={"hyperparameters": longer})) is None, (
+        "more steps asked for: train on"
+    )
+    copy = tmp_path / "tr1"
+    shutil.copytree(Path(trained.config.outputDir), copy)
+    moved = trained.config.model_copy(update={"outputDir": str(copy)})
+    assert finished_report(moved) is not None
+    (copy / "tr1.safetensors").write_bytes(b"not the trained LoRA")
+    assert finished_report(moved) is None, "a changed output is made again"
+
+
+def _recording_losses(trainer: LoraTrainer, *, stop_at: int | None = None) -> list[float]:
+    """Record each optimizer step's loss; ask the trainer to stop after step ``stop_at``."""
+    losses: list[float] = []
+    optimizer_step = trainer._optimizer_step
+
+    def recorded() -> torch.Tensor:
+        loss = optimizer_step()
+        losses.append(float(loss))
+        if trainer.step == stop_at:
+            trainer.request_stop()  # what SIGTERM or a stop action does
+        return loss
+
+    trainer._optimizer_step = recorded  # type: ignore[method-assign]
+    return losses
+
+
+def test_a_run_stopped_and_resumed_trains_exactly_as_an_uninterrupted_one(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    # Two epochs of three steps (two micro-batches each): the stop at step 2 falls inside an epoch.
+    dataset = make_dataset(tmp_path / "ds", {"2_shapes": [(64, 64), (96, 64), (64, 96)]})
+    settings: dict[str, Any] = {
+        "maxSteps": 6, "gradientAccumulationSteps": 2, "learningRate": 5e-3, "lrScheduler": "linear",
+        "warmupSteps": 1,
+    }  # fmt: skip
+    whole_config = trainer_config(tiny_model, dataset, tmp_path / "whole", **settings)
+    whole = LoraTrainer(whole_config, Reporter(None, None), ONE_PROCESS)
+    whole_losses = _recording_losses(whole)
+    assert whole.run().state is WorkState.SUCCEEDED
+
+    parts_config = trainer_config(tiny_model, dataset, tmp_path / "parts", **settings)
+    first = LoraTrainer(parts_config, Reporter(None, None), ONE_PROCESS)
+    first_losses = _recording_losses(first, stop_at=2)
+    stopped = first.run()
+    assert stopped.state is WorkState.STOPPED and stopped.progress is not None and stopped.progress.step == 2
+    # As the restarted pod: a new process state (the seed set again at start) and the same folder.
+    second = LoraTrainer(parts_config, Reporter(None, None), ONE_PROCESS)
+    assert second.step == 2
+    second_losses = _recording_losses(second)
+    assert second.run().state is WorkState.SUCCEEDED
+
+    assert len(whole_losses) == 6 and first_losses + second_losses == whole_losses
+    whole_lora = Path(whole_config.outputDir) / "tr1.safetensors"
+    parts_lora = Path(parts_config.outputDir) / "tr1.safetensors"
+    assert parts_lora.read_bytes() == whole_lora.read_bytes(), "the resumed run's LoRA is the same"

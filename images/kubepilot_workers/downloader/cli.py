@@ -17,6 +17,7 @@ from kubepilot_api.workers.config import DownloaderConfig, load_config
 from kubepilot_api.workers.env import CONFIG_ENV, DEFAULT_CONFIG_PATH
 from kubepilot_api.workers.progress import DownloadReport, WorkState
 from kubepilot_workers.downloader.errors import ErrorCode
+from kubepilot_workers.downloader.retry import RetryPolicy
 from kubepilot_workers.downloader.runner import EXIT_CODES, DownloadRun
 from kubepilot_workers.reporting import Reporter
 
@@ -56,7 +57,11 @@ def main(argv: list[str]) -> int:
     except (OSError, ValidationError, ValueError) as error:
         detail = error.strerror if isinstance(error, OSError) else str(error).splitlines()[0]
         return _fail_early(reporter, f"cannot read the config or token file: {detail}")
-    run = DownloadRun(config, reporter, token=token)
+    try:
+        retry = RetryPolicy.from_env()
+    except ValueError as error:
+        return _fail_early(reporter, str(error))
+    run = DownloadRun(config, reporter, token=token, retry=retry)
     previous = _install_signal_handlers(run)
     try:
         report = run.run()

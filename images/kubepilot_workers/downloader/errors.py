@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import email.utils
 import errno
+import math
 import sys
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -45,14 +48,25 @@ class Interrupted(Exception):
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds form only); None when absent or a date."""
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds (``120``) or an HTTP-date
+    (``Wed, 21 Oct 2015 07:28:00 GMT``, counted from ``now``); None when absent or unreadable."""
     if value is None:
         return None
+    text = value.strip()
     try:
-        return max(0.0, float(value.strip()))
+        seconds = float(text)
     except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        moment = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
         return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # RFC 9110 dates are GMT; a zone-less one is taken as such
+    return max(0.0, (moment - (now or datetime.now(UTC))).total_seconds())
 
 
 def error_for_status(status: int, what: str, *, retry_after: float | None = None) -> DownloadError:

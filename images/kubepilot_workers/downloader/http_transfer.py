@@ -26,6 +26,7 @@ from urllib.parse import urljoin, urlsplit
 
 from kubepilot_workers.downloader.errors import DownloadError, ErrorCode, error_for_status, parse_retry_after
 from kubepilot_workers.downloader.partfile import PartWriter
+from kubepilot_workers.downloader.retry import Retrier, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -64,21 +65,38 @@ class _Opened:
     response: http.client.HTTPResponse
 
 
-def fetch(url: str, headers: dict[str, str], writer: PartWriter, *, size: int | None, label: str) -> None:
+def fetch(
+    url: str,
+    headers: dict[str, str],
+    writer: PartWriter,
+    *,
+    size: int | None,
+    label: str,
+    retry: RetryPolicy | None = None,
+) -> None:
     """Fill ``writer`` with the file at ``url``, resuming from its current size.
 
-    Connection drops resume with a new Range request (bounded attempts without progress);
-    HTTP errors raise :class:`DownloadError` (429 carries the Retry-After hint).
+    Connection drops resume with a new Range request (bounded attempts without progress); a 429
+    is waited out here, as long as the ``retry`` policy allows (see
+    :mod:`~kubepilot_workers.downloader.retry`); other HTTP errors raise :class:`DownloadError`.
     """
     failures = 0
+    rate_limits: Retrier | None = None
     while True:
         before = writer.size
         try:
             if _attempt(url, headers, writer, size=size, label=label):
                 return
+        except DownloadError as error:
+            if error.code is not ErrorCode.RATE_LIMITED:
+                raise
+            rate_limits = rate_limits or Retrier(retry or RetryPolicy(), writer.stop_event)
+            rate_limits.wait(error)
         except TRANSIENT_ERRORS as error:
             if writer.size > before:
+                # Bytes came: earlier failures and refusals are over, a later one starts afresh.
                 failures = 0
+                rate_limits = None
             failures += 1
             problem = str(error) if isinstance(error, _ServerTrouble) else type(error).__name__
             if failures >= TRANSIENT_ATTEMPTS:

@@ -13,6 +13,9 @@ a third of our throughput (see ``http_transfer``).
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
+from typing import TypeVar
 from urllib.parse import urlparse
 
 from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_url
@@ -30,9 +33,12 @@ from kubepilot_api.modelpull import HuggingFaceSource
 from kubepilot_workers.downloader import http_transfer
 from kubepilot_workers.downloader.errors import DownloadError, ErrorCode, classify
 from kubepilot_workers.downloader.partfile import PartWriter
+from kubepilot_workers.downloader.retry import RetryPolicy, call_with_retries
 from kubepilot_workers.downloader.tasks import FileTask, Transport, safe_relative_path
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 PUBLIC_ENDPOINT = "https://huggingface.co"
 
@@ -40,33 +46,60 @@ PUBLIC_ENDPOINT = "https://huggingface.co"
 class HuggingFaceClient:
     """One repository's files at one commit, fetched with one token (or none)."""
 
-    def __init__(self, source: HuggingFaceSource, *, endpoint: str, token: str | None) -> None:
+    def __init__(
+        self,
+        source: HuggingFaceSource,
+        *,
+        endpoint: str,
+        token: str | None,
+        retry: RetryPolicy | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
         disable_progress_bars()
         self.source = source
         self.endpoint = (endpoint or PUBLIC_ENDPOINT).rstrip("/")
         # False, not None: never fall back to a token cached on the machine or in HF_TOKEN.
         self._token: str | bool = token or False
         self._api = HfApi(endpoint=self.endpoint, token=self._token)
+        self._retry = retry or RetryPolicy()
+        self._stop = stop or threading.Event()
         self.commit = ""
+
+    def _retried(self, call: Callable[[], T], what: str, stop: threading.Event | None = None) -> T:
+        """One Hub request, retried on its own while the Hub rate-limits it or fails passingly.
+
+        Alone, not with the requests around it: a Hub refusing every other request would otherwise
+        refuse each retry of a pair at the same place, for ever.
+        """
+
+        def attempt() -> T:
+            try:
+                return call()
+            except (HfHubHTTPError, OSError, ValueError) as error:
+                raise classify(error, what) from None
+
+        return call_with_retries(attempt, self._retry, stop or self._stop)
 
     def resolve(self) -> list[FileTask]:
         """Resolve the revision to a commit and list the files to fetch, with their hashes and sizes."""
         source = self.source
         what = f"{source.repoType} {source.repo}@{source.revision}"
-        try:
-            info = self._api.repo_info(source.repo, repo_type=source.repoType, revision=source.revision)
-            if not info.sha:
-                raise DownloadError(ErrorCode.DOWNLOAD_FAILED, f"{what}: the Hub returned no commit")
-            self.commit = info.sha
-            entries = [
-                entry
-                for entry in self._api.list_repo_tree(
-                    source.repo, repo_type=source.repoType, revision=self.commit, recursive=True
+        info = self._retried(
+            lambda: self._api.repo_info(source.repo, repo_type=source.repoType, revision=source.revision),
+            what,
+        )
+        if not info.sha:
+            raise DownloadError(ErrorCode.DOWNLOAD_FAILED, f"{what}: the Hub returned no commit")
+        self.commit = commit = info.sha
+        listing = self._retried(
+            lambda: list(
+                self._api.list_repo_tree(
+                    source.repo, repo_type=source.repoType, revision=commit, recursive=True
                 )
-                if isinstance(entry, RepoFile)
-            ]
-        except (HfHubHTTPError, OSError, ValueError) as error:
-            raise classify(error, what) from None
+            ),
+            what,
+        )
+        entries = [entry for entry in listing if isinstance(entry, RepoFile)]
         return [self._task(entry) for entry in self._select(entries, what)]
 
     def _select(self, entries: list[RepoFile], what: str) -> list[RepoFile]:
@@ -112,7 +145,11 @@ class HuggingFaceClient:
 
     def fetch(self, task: FileTask, writer: PartWriter) -> None:
         """Transfer one file into ``writer``, resuming from its size."""
-        metadata = get_hf_file_metadata(task.url, token=self._token, endpoint=self.endpoint)
+        metadata = self._retried(
+            lambda: get_hf_file_metadata(task.url, token=self._token, endpoint=self.endpoint),
+            task.relative_path,
+            writer.stop_event,
+        )
         if metadata.size is not None and task.size is not None and metadata.size != task.size:
             raise DownloadError(
                 ErrorCode.CHECKSUM_MISMATCH,
@@ -123,4 +160,6 @@ class HuggingFaceClient:
         if urlparse(metadata.location).netloc != urlparse(self.endpoint).netloc:
             # A CDN location is pre-signed: the Hub token must not travel to another host.
             headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
-        http_transfer.fetch(metadata.location, headers, writer, size=task.size, label=task.relative_path)
+        http_transfer.fetch(
+            metadata.location, headers, writer, size=task.size, label=task.relative_path, retry=self._retry
+        )

@@ -124,6 +124,11 @@ class PartWriter:
         """Bytes in the partial file now."""
         return self._file.tell()
 
+    @property
+    def stop_event(self) -> threading.Event:
+        """The run's stop event: a transfer waiting to retry wakes on it."""
+        return self._stop
+
     def announce_total(self, total: int) -> None:
         """The server told the file's full size (progress only; verification uses the hash)."""
         if self._on_total is not None:

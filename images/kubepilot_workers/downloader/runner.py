@@ -9,15 +9,13 @@ a grace period (threads are daemons, the partial file stays valid).
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from kubepilot_api.common import ErrorInfo
 from kubepilot_api.modelpull import FileState, SourceType
@@ -28,6 +26,7 @@ from kubepilot_workers.downloader.errors import DownloadError, ErrorCode, Interr
 from kubepilot_workers.downloader.partfile import PartWriter, usable_cores
 from kubepilot_workers.downloader.pipeline import FilePipeline
 from kubepilot_workers.downloader.progress import FileProgress, ProgressTracker
+from kubepilot_workers.downloader.retry import RetryPolicy, call_with_retries
 from kubepilot_workers.downloader.sources import civitai_tasks, new_api_client, url_tasks
 from kubepilot_workers.downloader.store import BlobStore
 from kubepilot_workers.downloader.tasks import FileTask, Transport
@@ -40,12 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 TICK_SECONDS = 0.25
 STOP_GRACE_SECONDS = 5.0
-RETRY_ATTEMPTS = 5
-MAX_RETRY_WAIT_SECONDS = 120.0
 
 EXIT_CODES = {
     WorkState.SUCCEEDED: 0,
@@ -59,10 +54,18 @@ EXIT_CODES = {
 class DownloadRun:
     """Everything one downloader process does for its ModelPull."""
 
-    def __init__(self, config: DownloaderConfig, reporter: Reporter, *, token: str | None) -> None:
+    def __init__(
+        self,
+        config: DownloaderConfig,
+        reporter: Reporter,
+        *,
+        token: str | None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         self.config = config
         self.reporter = reporter
         self.token = token
+        self.retry = retry or RetryPolicy()
         self.store = BlobStore(Path(config.storeDir))
         self.target_dir = Path(config.targetDir)
         self.stop = threading.Event()
@@ -162,10 +165,15 @@ class DownloadRun:
             # Imported here: huggingface_hub adds a quarter second of start-up that other sources skip.
             from kubepilot_workers.downloader.huggingface import HuggingFaceClient
 
+            # The client retries each Hub request on its own (see retry), so resolve is called once.
             self._hf = HuggingFaceClient(
-                source.huggingFace, endpoint=self.config.huggingFaceEndpoint, token=self.token
+                source.huggingFace,
+                endpoint=self.config.huggingFaceEndpoint,
+                token=self.token,
+                retry=self.retry,
+                stop=self.stop,
             )
-            tasks = self._with_retries(self._hf.resolve)
+            tasks = self._hf.resolve()
             self.revision = self._hf.commit
             return tasks
         if source.type is SourceType.CIVITAI:
@@ -173,34 +181,14 @@ class DownloadRun:
             if civitai is None:
                 raise DownloadError(ErrorCode.INVALID_CONFIG, "source type Civitai needs civitai")
             http = self._http = new_api_client()
-            return self._with_retries(
-                lambda: civitai_tasks(http, civitai, api_base=self.config.civitaiApiBase, key=self.token)
+            return call_with_retries(
+                lambda: civitai_tasks(http, civitai, api_base=self.config.civitaiApiBase, key=self.token),
+                self.retry,
+                self.stop,
             )
         if not source.urls:
             raise DownloadError(ErrorCode.INVALID_CONFIG, "source type URL needs urls")
         return url_tasks(source.urls)
-
-    def _with_retries(self, call: Callable[[], T]) -> T:
-        """``call()``, again after a wait when it fails with a retryable error (429, 5xx), boundedly."""
-        attempt = 0
-        while True:
-            try:
-                return call()
-            except DownloadError as error:
-                attempt += 1
-                if not error.retryable or attempt >= RETRY_ATTEMPTS:
-                    raise
-                wait = error.retry_after if error.retry_after is not None else 2.0**attempt
-                wait = min(wait, MAX_RETRY_WAIT_SECONDS)
-                log.warning(
-                    "%s; retrying in %.1fs (attempt %d of %d)",
-                    error.message,
-                    wait,
-                    attempt + 1,
-                    RETRY_ATTEMPTS,
-                )
-                if self.stop.wait(wait):
-                    raise Interrupted("stop requested while waiting to retry") from None
 
     def _worker(self, pipeline: FilePipeline) -> None:
         try:
@@ -210,7 +198,8 @@ class DownloadRun:
                         return
                     index, task = self._queue.popleft()
                 try:
-                    self._with_retries(functools.partial(self._run_file, pipeline, index, task))
+                    # Not retried as a whole: its requests are retried one by one, within the budget.
+                    self._run_file(pipeline, index, task)
                 except Interrupted:
                     self.tracker.finish(index, FileState.PENDING)
                 except Exception as error:
@@ -237,7 +226,9 @@ class DownloadRun:
         if task.transport is Transport.HUGGING_FACE and self._hf is not None:
             self._hf.fetch(task, writer)
         else:
-            http_transfer.fetch(task.url, task.headers, writer, size=task.size, label=task.relative_path)
+            http_transfer.fetch(
+                task.url, task.headers, writer, size=task.size, label=task.relative_path, retry=self.retry
+            )
 
     def _poll_controls(self) -> None:
         for action in self.reporter.take_actions():

@@ -4,8 +4,12 @@ One-shot mode runs ``config.request``, pushes progress per step to the intake, w
 under ``outputsDir`` and ends with the final report (also written as the termination message).
 A ``cancel`` action from the intake, or SIGTERM, interrupts the job between steps.
 
+Server mode serves the executor API until SIGTERM (or SIGINT), then ends like every worker: a final
+report (a ServiceReport, state Stopped, or Failed when the model cannot load or the server cannot
+run) sent to the intake and written as the termination message.
+
 Exit codes: 0 succeeded, 1 failed, 2 invalid config, 3 cancelled. A server stopped by SIGTERM exits
-143: uvicorn shuts down cleanly, then re-raises the signal as the process's exit status.
+143 (128 + the signal, as a shell reports a process the signal ended), by SIGINT 130.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from kubepilot_api.common import ErrorInfo, now
 from kubepilot_api.generationjob import GenerationProgress, OutputImage, Timings
 from kubepilot_api.workers.config import GeneratorConfig, GeneratorMode, load_config
 from kubepilot_api.workers.env import CONFIG_ENV, DEFAULT_CONFIG_PATH
-from kubepilot_api.workers.progress import GenerationReport, WorkState
+from kubepilot_api.workers.progress import GenerationReport, ServiceReport, WorkState
 from kubepilot_workers.executor.backend import Cancelled, ExecutionError, JobContext
 from kubepilot_workers.reporting import Reporter
 
@@ -119,20 +123,67 @@ class OneShotJob:
         return exit_code
 
 
-def run_server(config: GeneratorConfig) -> int:
-    """Load the default model, then serve the executor API until stopped."""
+def _service_report(state: WorkState, message: str, error: ErrorInfo | None = None) -> ServiceReport:
+    return ServiceReport(sequence=0, time=now(), state=state, message=message[:4096], error=error)
+
+
+class _StopSignals:
+    """Notes SIGTERM/SIGINT so that serving ends normally and the final report is still written.
+
+    uvicorn handles both while it serves; once shut down it restores the handlers it found and
+    raises the signal again. With the default handler that re-raise would end the process before
+    any final report; with this one it only records which signal stopped the server.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def install(self) -> None:
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(stop_signal, self._note)
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is None:
+            log.info("received %s; the generator server stops", signal.Signals(signum).name)
+        self.received = signum
+
+
+def run_server(config: GeneratorConfig, reporter: Reporter) -> int:
+    """Load the default model, serve the executor API until stopped, then send the final report."""
     from kubepilot_workers.executor.app import serve
     from kubepilot_workers.generator.backend import DiffusersBackend
 
+    # Installed before the model loads: a pod stopped while loading still ends with its report.
+    stop = _StopSignals()
+    stop.install()
     try:
         backend = DiffusersBackend(config)
         backend.load_default()
     except ExecutionError as error:
-        log.error("cannot start the generator server: %s: %s", error.code, error.message)
-        return EXIT_FAILED
-    log.info("serving the executor API on %s:%d", config.host, config.port)
-    serve(backend, config.host, config.port)
-    return EXIT_SUCCEEDED
+        return _server_failed(reporter, error.code, f"cannot load the model: {error.message}")
+    except Exception as error:  # the pod must still end with a final report
+        log.exception("cannot start the generator server")
+        return _server_failed(reporter, "INTERNAL_ERROR", f"{type(error).__name__}: {error}")
+    try:
+        if stop.received is None:
+            log.info("serving the executor API on %s:%d", config.host, config.port)
+            serve(backend, config.host, config.port)
+    except (Exception, SystemExit) as error:
+        # uvicorn exits (SystemExit) when it cannot listen; it has logged why.
+        detail = f"{type(error).__name__}: {error}" if isinstance(error, Exception) else "see the log"
+        return _server_failed(
+            reporter, "SERVER_FAILED", f"the executor API on port {config.port} failed: {detail}"
+        )
+    name = signal.Signals(stop.received).name if stop.received is not None else "shutdown"
+    reporter.finish(_service_report(WorkState.STOPPED, f"the generator server stopped ({name})"))
+    log.info("the generator server stopped")
+    return 128 + stop.received if stop.received is not None else EXIT_SUCCEEDED
+
+
+def _server_failed(reporter: Reporter, code: str, message: str) -> int:
+    log.error("the generator server failed: %s: %s", code, message)
+    reporter.finish(_service_report(WorkState.FAILED, message, ErrorInfo(code=code, message=message[:4096])))
+    return EXIT_FAILED
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -159,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         Reporter.from_env().finish(_report(WorkState.FAILED, "invalid config", error=error_info))
         return EXIT_INVALID_CONFIG
     if config.mode is GeneratorMode.SERVER:
-        return run_server(config)
+        return run_server(config, Reporter.from_env())
     job = OneShotJob(config, Reporter.from_env())
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:

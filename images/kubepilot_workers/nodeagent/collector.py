@@ -2,7 +2,9 @@
 
 The NVML module is injectable so the GPU path can be exercised without a GPU. Initialisation that
 fails (a CPU node: ``NVMLError_LibraryNotFound``) is remembered and retried now and then, since the
-driver can appear after the agent starts; reading it is never an error of the agent.
+driver can appear after the agent starts; reading it is never an error of the agent. A configured
+disk path that cannot be read (not mounted, a typo) is kept in the snapshot with its error and
+logged once each time it turns unreadable, so it shows up on dashboards instead of vanishing.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 
 NVML_RETRY_SECONDS = 60.0
 SNAPSHOT_TTL_SECONDS = 1.0
+MIN_CPU_WINDOW_SECONDS = 0.1
+"""Shortest span a CPU reading covers: the kernel's CPU time counters move in 10 ms ticks."""
 
 
 def _text(value: Any) -> str:
@@ -144,6 +148,48 @@ class NvmlReader:
             self._initialised = False
 
 
+def _total_time(times: Any) -> float:
+    # As psutil counts: guest time is already inside user and nice on Linux.
+    return float(sum(times)) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+
+
+def _idle_time(times: Any) -> float:
+    # iowait is a CPU doing nothing too (Linux does not count it in idle).
+    return float(times.idle) + getattr(times, "iowait", 0.0)
+
+
+class CpuSampler:
+    """Host CPU utilisation between this sampler's own readings of the CPU times.
+
+    ``psutil.cpu_percent(interval=None)`` keeps its previous reading inside psutil, shared with every
+    other caller in the process, and answers 0.0 when no tick has passed since it: the first scrape
+    right after start-up read 0 % on a busy node. This sampler takes its first reading when it is
+    created and, when the previous reading is younger than ``min_window``, waits out the rest of the
+    window before reading again, so every value covers real time.
+    """
+
+    def __init__(self, min_window: float = MIN_CPU_WINDOW_SECONDS) -> None:
+        self._min_window = min_window
+        self._last = psutil.cpu_times()
+        self._last_at = time.monotonic()
+        self._percent = 0.0
+
+    def percent(self) -> float:
+        """Busy share of all CPUs since the previous call (or creation), 0-100."""
+        wait = self._min_window - (time.monotonic() - self._last_at)
+        if wait > 0:
+            time.sleep(wait)
+        current = psutil.cpu_times()
+        total = _total_time(current) - _total_time(self._last)
+        if total <= 0:
+            # The counters have not moved (a stalled clock): keep the last value and the old reading.
+            return self._percent
+        busy = total - (_idle_time(current) - _idle_time(self._last))
+        self._percent = round(min(100.0, max(0.0, 100.0 * busy / total)), 1)
+        self._last, self._last_at = current, time.monotonic()
+        return self._percent
+
+
 class NodeCollector:
     """Takes node snapshots, at most one per ``ttl`` seconds (scrapes and snapshot reads share it)."""
 
@@ -157,7 +203,10 @@ class NodeCollector:
         self._cached: NodeSnapshot | None = None
         self._cached_at = float("-inf")
         self._hostname = socket.gethostname()
-        psutil.cpu_percent(interval=None)  # the first call only starts the measurement
+        self._cpu = CpuSampler()
+        self._unreadable: set[str] = set()
+        for path in disk_paths:
+            self._disk(path)  # at start-up, so a missing path is in the log before the first scrape
 
     def snapshot(self) -> NodeSnapshot:
         with self._lock:
@@ -175,19 +224,26 @@ class NodeCollector:
             hostname=self._hostname,
             nvml=status,
             gpus=gpus,
-            cpu=CpuSnapshot(percent=psutil.cpu_percent(interval=None), count=psutil.cpu_count() or 0),
+            cpu=CpuSnapshot(percent=self._cpu.percent(), count=psutil.cpu_count() or 0),
             memory=MemorySnapshot(
                 usedBytes=int(memory.used), totalBytes=int(memory.total), availableBytes=int(memory.available)
             ),
             disk=[self._disk(path) for path in self.disk_paths],
         )
 
-    @staticmethod
-    def _disk(path: str) -> DiskSnapshot:
+    def _disk(self, path: str) -> DiskSnapshot:
         try:
             usage = psutil.disk_usage(path)
         except OSError as error:
-            return DiskSnapshot(path=path, error=error.strerror or str(error))
+            reason = error.strerror or str(error)
+            if path not in self._unreadable:
+                # Once per change, not per scrape: Prometheus scrapes every few seconds.
+                self._unreadable.add(path)
+                log.warning("disk path %s cannot be read: %s", path, reason)
+            return DiskSnapshot(path=path, error=reason)
+        if path in self._unreadable:
+            self._unreadable.discard(path)
+            log.info("disk path %s can be read again", path)
         return DiskSnapshot(path=path, usedBytes=usage.used, totalBytes=usage.total, freeBytes=usage.free)
 
     def close(self) -> None:

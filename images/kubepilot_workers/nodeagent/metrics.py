@@ -1,7 +1,9 @@
 """Prometheus metrics of the node, computed from a snapshot at every scrape.
 
 Names are ``kubepilot_node_<what>_<unit>``. GPU series carry ``gpu`` (NVML index), ``uuid`` and
-``model`` labels; a value the device does not support is left out, not reported as zero.
+``model`` labels; a value the device does not support is left out, not reported as zero. Every
+configured disk path has a ``disk_path_available`` series (0 when it cannot be read), so a path that
+is not mounted is visible and can be alerted on, though it has no usage figures.
 """
 
 from __future__ import annotations
@@ -76,6 +78,12 @@ def metric_families(snapshot: NodeSnapshot) -> Iterator[Metric]:
         family = _gauge(name, documentation)
         family.add_metric([], float(value))
         yield family
+    disk_available = _gauge(
+        "disk_path_available", "1 when the configured disk path can be read, 0 otherwise.", ["path"]
+    )
+    for disk in snapshot.disk:
+        disk_available.add_metric([disk.path], 0.0 if disk.error else 1.0)
+    yield disk_available
     for name, attribute, documentation in (
         ("disk_used_bytes", "usedBytes", "Bytes used on the filesystem holding the path."),
         ("disk_total_bytes", "totalBytes", "Size of the filesystem holding the path."),

@@ -3,7 +3,8 @@
 The VAE and the text encoder are frozen, so each image's latents (at its bucket size) and each
 caption's embedding are computed on first use and kept; later epochs only stack cached tensors.
 Micro-batch ``m`` of a process is always the same batch for a given seed, which makes resuming
-at a step exact: it is micro-batch ``step * gradientAccumulationSteps``.
+exact: a checkpoint records the seed and how many micro-batches were consumed, and the resumed run
+goes on from there.
 """
 
 from __future__ import annotations
@@ -58,6 +59,16 @@ class BatchStream:
     @property
     def buckets(self) -> dict[Bucket, list[int]]:
         return self._buckets
+
+    @property
+    def seed(self) -> int:
+        """Seed of the epoch order (epoch ``e`` is shuffled with ``seed + e``)."""
+        return self._seed
+
+    def reseed(self, seed: int) -> None:
+        """Follow another epoch order (a checkpoint's, when resuming a run of another seed)."""
+        self._seed = seed
+        self._epoch_cache = None
 
     def _epoch(self, epoch: int) -> list[tuple[Bucket, list[int]]]:
         if self._epoch_cache is None or self._epoch_cache[0] != epoch:

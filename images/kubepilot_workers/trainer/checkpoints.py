@@ -1,11 +1,13 @@
 """Where the trainer writes: checkpoint, backup and output layout, and resumable state files.
 
     <outputDir>/checkpoints/step-00000010/<name>-step00000010.safetensors   LoRA (diffusers format)
-                                         /trainer_state.json                  step, lineage
+                                         /trainer_state.json                  step, data position, lineage
                                          /engine_state.pt | deepspeed/        optimizer + schedule
+                                         /rng_state_rank00000.pt              random states, one per process
     <outputDir>/backups/step-00000010/...                                     same, on request
     <outputDir>/samples/step00000010-00-<prompt>.png
     <outputDir>/<name>.safetensors                                            final LoRA
+    <outputDir>/run_complete.json                                             the finished run's report
 
 A checkpoint folder is complete once ``trainer_state.json`` is in it (written last), so a folder
 cut short by a crash is never taken for a resumable one.
@@ -37,6 +39,12 @@ class TrainerState:
     """torch or deepspeed: the engine state is only readable by the same kind."""
     lora_file: str
     version: int = FORMAT_VERSION
+    micro_batch: int | None = None
+    """Micro-batches each process had consumed: where the data stream goes on (None: older files)."""
+    data_seed: int | None = None
+    """Seed of the epochs' shuffling, so the resumed run sees the rest of the same epoch order."""
+    world_size: int | None = None
+    """Processes that wrote it: their random states (one file each) only fit the same count."""
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,20 @@ class StopSignal:
 
 def run_builtin(config: TrainerConfig, reporter: Reporter) -> int:
     """Run the built-in LoRA trainer in this process (one rank of the launcher's world)."""
+    from kubepilot_workers.trainer.completion import finished_report
+
+    # Before the heavy imports and before the launcher's world forms: a rerun of a finished run's
+    # pod (every rank of it) ends at once with the recorded report, changing no file.
+    already = finished_report(config)
+    if already is not None:
+        # Rank from the launcher's environment as distributed.launcher_info reads it (that module
+        # would import torch): only rank 0 reports.
+        if os.environ.get("RANK", "").strip() in ("", "0"):
+            sent = reporter.finish(already)
+            log.info("the run had already finished: %s", sent.message)
+        else:
+            reporter.close()
+        return EXIT_OK
     # Heavy imports (torch, diffusers, deepspeed) only when the built-in trainer runs.
     from kubepilot_workers.trainer.checkpoints import ResumeError
     from kubepilot_workers.trainer.dataset import DatasetError

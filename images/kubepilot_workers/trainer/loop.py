@@ -4,6 +4,11 @@
 optimizer steps, in the training thread, on every process (rank 0's actions are broadcast), so a
 save under DeepSpeed is the collective call it has to be. ``stop`` (or SIGTERM) makes the loop
 save a checkpoint and end with state Stopped.
+
+Resuming is exact: a checkpoint holds, besides the LoRA and the optimizer, the data stream's
+position and every process's random states, so a run stopped and resumed computes the losses
+and the final LoRA an uninterrupted one computes. A finished run leaves a record (``completion``)
+that makes a rerun in its output folder end at once instead of training on.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from kubepilot_api.trainingrun import TrainingOutputFile
 from kubepilot_api.workers.config import TrainerConfig
 from kubepilot_api.workers.progress import PendingAction, TrainingReport, WorkState
 from kubepilot_workers.reporting import Reporter
+from kubepilot_workers.trainer import rngstate
 from kubepilot_workers.trainer.agent import ActionAgent
 from kubepilot_workers.trainer.batches import BatchStream, EncodedCache
 from kubepilot_workers.trainer.checkpoints import (
@@ -32,6 +38,7 @@ from kubepilot_workers.trainer.checkpoints import (
     read_state,
     write_state,
 )
+from kubepilot_workers.trainer.completion import record_completion
 from kubepilot_workers.trainer.control import ActionFailed
 from kubepilot_workers.trainer.dataset import scan_dataset
 from kubepilot_workers.trainer.distributed import DistributedInfo, barrier, broadcast_from_main, pick_device
@@ -71,6 +78,8 @@ class LoraTrainer:
         self.layout = OutputLayout(Path(config.outputDir), config.outputName)
         self.device = pick_device(info)
         self.step = 0
+        self.micro = 0
+        """Micro-batches this process has consumed (the data stream's position)."""
         self._stop_requested = False
         self._last_report = 0.0
         self._loss_sum: torch.Tensor | None = None
@@ -187,8 +196,9 @@ class LoraTrainer:
         total: torch.Tensor | None = None
         accumulation = self.hp.gradientAccumulationSteps
         scheduler = self.components.noise_scheduler
-        for offset in range(accumulation):
-            epoch, bucket, members = self.stream.indices(self.step * accumulation + offset)
+        for _ in range(accumulation):
+            epoch, bucket, members = self.stream.indices(self.micro)
+            self.micro += 1
             batch = self.cache.batch(self.images, epoch, bucket, members)
             latents = batch.latents
             noise = torch.randn_like(latents)
@@ -240,6 +250,10 @@ class LoraTrainer:
         barrier(self.info)
         lora_state = self.engine.lora_state()
         self.engine.save_state(folder, self.info.is_main)
+        # Every process its own random states; all are on disk before the state file marks the
+        # checkpoint complete.
+        rngstate.save(folder, self.info.rank)
+        barrier(self.info)
         lora_path = folder / self.layout.lora_file_name(self.step)
         if self.info.is_main:
             save_lora_file(self.unet, lora_path, state=lora_state)
@@ -251,6 +265,9 @@ class LoraTrainer:
                     dataset=self.config.datasetDir,
                     engine=self.engine_kind,
                     lora_file=lora_path.name,
+                    micro_batch=self.micro,
+                    data_seed=self.stream.seed,
+                    world_size=self.info.world_size,
                 ),
             )
             if not backup:
@@ -276,8 +293,26 @@ class LoraTrainer:
         except (ValueError, KeyError, RuntimeError) as error:
             raise TrainingFailed("RESUME_FAILED", f"cannot resume from {folder.name}: {error}") from error
         self.step = state.step
+        self._resume_position(folder, state)
         self.tracker.resume_at(state.step)
         log.info("resumed from %s at step %d", folder, state.step)
+
+    def _resume_position(self, folder: Path, state: TrainerState) -> None:
+        """Go on with the data and the random numbers where the checkpoint's run stopped.
+
+        Called last in ``__init__``: loading the model and initialising the LoRA spend random
+        numbers, and only what the checkpoint holds may decide the noise of the next step.
+        """
+        # Checkpoints written before the position was recorded: every step took accumulation steps.
+        self.micro = (
+            state.micro_batch
+            if state.micro_batch is not None
+            else state.step * self.hp.gradientAccumulationSteps
+        )
+        if state.data_seed is not None and state.data_seed != self.stream.seed:
+            log.info("following the checkpoint's epoch order (seed %d)", state.data_seed)
+            self.stream.reseed(state.data_seed)
+        rngstate.restore(folder, self.info.rank, self.info.world_size, saved_world_size=state.world_size)
 
     def _output_file(self, path: Path) -> TrainingOutputFile:
         return TrainingOutputFile(
@@ -293,8 +328,12 @@ class LoraTrainer:
         if self.info.is_main:
             final = save_lora_file(self.unet, self.layout.final_lora, state=lora_state)
             self.tracker.outputs = [self._output_file(final)]
+        report = self.tracker.report(WorkState.SUCCEEDED, f"trained {self.step} steps")
+        if self.info.is_main:
+            # After the LoRA is in place: a rerun of this pod then ends at once with this report.
+            record_completion(self.config, report)
         barrier(self.info)
-        return self.tracker.report(WorkState.SUCCEEDED, f"trained {self.step} steps")
+        return report
 
     def _finish_stopped(self) -> TrainingReport:
         lora_path = self._save_checkpoint(backup=False)
