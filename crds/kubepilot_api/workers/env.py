@@ -17,3 +17,8 @@ DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 
 POD_IP_ENV = "POD_IP"
 """The pod's IP (downward API); servers bind to it."""
+
+CREDENTIALS_FILE_ENV = "KUBEPILOT_CREDENTIALS_FILE"
+"""The user's credentials file (Hugging Face token, Civitai key) mounted from their Secret; when set
+it wins over the config's ``tokenFile``. Paths in the environment follow the pod's mounts wherever
+a kubelet places them, which paths inside a config file cannot."""

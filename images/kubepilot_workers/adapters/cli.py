@@ -60,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get(CONFIG_ENV, DEFAULT_CONFIG_PATH),
         help=f"AdapterConfig JSON file (default: ${CONFIG_ENV} or {DEFAULT_CONFIG_PATH})",
     )
+    parser.add_argument(
+        "--host",
+        default="",
+        help="address to bind, overriding the config (the operator passes the pod's IP: $(POD_IP))",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -90,6 +95,8 @@ def main(argv: list[str]) -> int:
         log.error(message)
         _final(reporter, WorkState.FAILED, message, ErrorInfo(code="CONFIG_INVALID", message=message[:4000]))
         return 2
+    if args.host:
+        config.host = args.host
 
     backend = build_backend(config)
     try:

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from kubepilot_api.common import ErrorInfo, now
 from kubepilot_api.workers.config import DownloaderConfig, load_config
-from kubepilot_api.workers.env import CONFIG_ENV, DEFAULT_CONFIG_PATH
+from kubepilot_api.workers.env import CONFIG_ENV, CREDENTIALS_FILE_ENV, DEFAULT_CONFIG_PATH
 from kubepilot_api.workers.progress import DownloadReport, WorkState
 from kubepilot_workers.downloader.errors import ErrorCode
 from kubepilot_workers.downloader.retry import RetryPolicy
@@ -53,7 +53,7 @@ def main(argv: list[str]) -> int:
     reporter = Reporter.from_env()
     try:
         config = load_config(DownloaderConfig, args.config)
-        token = read_token(config.tokenFile)
+        token = read_token(os.environ.get(CREDENTIALS_FILE_ENV) or config.tokenFile)
     except (OSError, ValidationError, ValueError) as error:
         detail = error.strerror if isinstance(error, OSError) else str(error).splitlines()[0]
         return _fail_early(reporter, f"cannot read the config or token file: {detail}")

@@ -193,6 +193,11 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get(CONFIG_ENV, DEFAULT_CONFIG_PATH),
         help=f"GeneratorConfig JSON file (default: ${CONFIG_ENV} or {DEFAULT_CONFIG_PATH})",
     )
+    parser.add_argument(
+        "--host",
+        default="",
+        help="address to bind, overriding the config (the operator passes the pod's IP: $(POD_IP))",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -209,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         error_info = ErrorInfo(code="INVALID_CONFIG", message=detail[:4096])
         Reporter.from_env().finish(_report(WorkState.FAILED, "invalid config", error=error_info))
         return EXIT_INVALID_CONFIG
+    if arguments.host:
+        config.host = arguments.host
     if config.mode is GeneratorMode.SERVER:
         return run_server(config, Reporter.from_env())
     job = OneShotJob(config, Reporter.from_env())

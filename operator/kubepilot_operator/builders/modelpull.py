@@ -6,6 +6,7 @@ import posixpath
 
 from kubepilot_api.modelpull import ModelPull
 from kubepilot_api.workers.config import DownloaderConfig, Workload
+from kubepilot_api.workers.env import CREDENTIALS_FILE_ENV
 from kubepilot_operator.builders.common import Obj, job_manifest, meta, pod_template
 from kubepilot_operator.settings import Settings
 
@@ -67,9 +68,11 @@ def job(settings: Settings, cr: Obj, *, suspend: bool) -> Obj:
                 "secret": {"secretName": ref.name, "items": [{"key": ref.key, "path": "token"}]},
             }
         )
-        template["spec"]["containers"][0]["volumeMounts"].append(
+        container = template["spec"]["containers"][0]
+        container["volumeMounts"].append(
             {"name": "credentials", "mountPath": CREDENTIALS_MOUNT, "readOnly": True}
         )
+        container["env"].append({"name": CREDENTIALS_FILE_ENV, "value": f"{CREDENTIALS_MOUNT}/token"})
     return job_manifest(
         cr,
         template,

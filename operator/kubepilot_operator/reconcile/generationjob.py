@@ -37,7 +37,7 @@ TERMINAL = {"Completed", "Failed", "Cancelled"}
 EXECUTOR_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 POLL_SECONDS = 5.0
 
-_http = httpx.Client(timeout=EXECUTOR_TIMEOUT)
+_http = httpx.Client(timeout=EXECUTOR_TIMEOUT, transport=httpx.HTTPTransport(retries=2))
 
 
 def reconcile(ctx: Context, key: WorkKey) -> float | None:
@@ -239,25 +239,33 @@ def _schedule(
         candidates = [si]
     else:
         candidates = _candidates(ctx, cr, model)
+    unreachable = []
     for si in candidates:
-        if _dispatch(ctx, cr, si, request, status, conditions):
+        outcome = _dispatch(ctx, cr, si, request, status, conditions)
+        if outcome == "dispatched":
             return POLL_SECONDS
-    if job.spec.serviceRef is not None:
-        return 3.0
+        unreachable.append(si["metadata"]["name"])
+    if unreachable or job.spec.serviceRef is not None:
+        # A service that did not answer may still have taken the job: try again (dispatch is
+        # idempotent by uid) rather than run it a second time as a one-shot Job.
+        message = f"ServiceInstance {', '.join(unreachable)} did not take the job yet; retrying"
+        conditions.set(T.SCHEDULED, False, R.BACKEND_UNAVAILABLE, message if unreachable else "waiting")
+        return 1.0
     return _start_oneshot(ctx, cr, request, status, conditions)
 
 
-def _dispatch(ctx: Context, cr: Obj, si: Obj, request: Any, status: Obj, conditions: ConditionSet) -> bool:
+def _dispatch(ctx: Context, cr: Obj, si: Obj, request: Any, status: Obj, conditions: ConditionSet) -> str:
+    """Hand the job to one service: ``dispatched`` (or refused for good), else ``unreachable``."""
     url = executor_url(ctx, si)
     if not url:
-        return False
+        return "unreachable"
     submit = build.submission(ctx.settings, cr, request, report_url(ctx.settings, cr, PLURAL), ctx.token(cr))
     name = si["metadata"]["name"]
     try:
         response = _http.post(f"{url}{JOBS_PATH}", json=submit.to_dict())
     except httpx.HTTPError as error:
         log.info("dispatch of %s to %s failed: %s", cr["metadata"]["name"], name, error)
-        return False
+        return "unreachable"
     if response.status_code == 422:
         status.update(
             phase="Failed",
@@ -265,17 +273,17 @@ def _dispatch(ctx: Context, cr: Obj, si: Obj, request: Any, status: Obj, conditi
             error={"code": "INVALID_REQUEST", "message": response.text[:4000]},
         )
         conditions.set(T.FAILED, True, R.INVALID_SPEC, f"{name} refused the job: {response.text[:1000]}")
-        return True
+        return "dispatched"
     if response.status_code not in (200, 201, 202):
         log.info("dispatch of %s to %s: HTTP %d", cr["metadata"]["name"], name, response.status_code)
-        return False
+        return "unreachable"
     remote = ExecutorJob.model_validate(response.json())
     status.update(assignedService=name, queuePosition=remote.queuePosition)
     if remote.state.value == "Running":
         status["phase"] = "Processing"
     conditions.set(T.SCHEDULED, True, R.DISPATCHED, f"dispatched to ServiceInstance {name}")
     ctx.event(cr, "Normal", "Dispatched", f"dispatched to ServiceInstance {name}")
-    return True
+    return "dispatched"
 
 
 def _follow_service(

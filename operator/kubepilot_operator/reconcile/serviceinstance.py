@@ -13,7 +13,7 @@ from kubepilot_api.workers.progress import ServiceReport
 from kubepilot_operator import kube
 from kubepilot_operator.builders import serviceinstance as build
 from kubepilot_operator.conditions import ConditionSet, timestamp
-from kubepilot_operator.naming import selector
+from kubepilot_operator.naming import RESTART_ANNOTATION, selector
 from kubepilot_operator.reconcile import actions, podstate
 from kubepilot_operator.reconcile.context import Context, copy_status
 from kubepilot_operator.workqueue import WorkKey
@@ -136,10 +136,11 @@ def reconcile(ctx: Context, key: WorkKey) -> float | None:
     if activity and activity > str(status.get("lastActivityTime") or ""):
         status["lastActivityTime"] = activity
     requeue = _phase(ctx, cr, si, status, conditions, view, deployment, pods)
-    if status["actions"].get("restart", {}).get("state") == "Pending" and status.get("phase") == "Running":
-        rolled = deployment.get("status", {}).get("observedGeneration", 0) >= deployment["metadata"].get(
-            "generation", 0
-        )
+    restart_state = status["actions"].get("restart") or {}
+    if restart_state.get("state") == "Pending" and status.get("phase") == "Running":
+        # Done once the ready pod is one made from the template that carries this nonce.
+        newest = podstate.newest(pods) or {}
+        rolled = (newest.get("metadata", {}).get("annotations") or {}).get(RESTART_ANNOTATION) == restart
         if rolled and view.ready:
             actions.complete(status["actions"], "restart", True, f"restarted: pod {view.pod_name}")
     if not status["actions"]:
