@@ -1,0 +1,176 @@
+"""ServiceInstances end to end: start, restart, stop, idle culling, the shutdown schedule, and the
+pod failures a person must see; GenerationJobs dispatched to a running generator service."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from kubepilot_devcluster.testing import DevCluster
+from kubepilot_operator.settings import default_catalog
+from tests.operator.harness import Objects, OperatorProcess, Storage, condition
+
+pytestmark = pytest.mark.slow
+
+# A light stand-in for a web service (the Python standard library's HTTP server), declared the
+# way a cluster admin declares any service: in the operator's service catalog.
+WEB = {
+    "image": "kubepilot/web:0.1.0",
+    "command": ["python", "-m", "http.server", "--bind", "$(POD_IP)", "8888"],
+    "ports": [{"name": "http", "port": 8888}],
+    "readinessPath": "/",
+}
+CRASHING = {
+    "image": "kubepilot/crash:0.1.0",
+    "command": ["python", "-c", "import sys; sys.exit(3)"],
+    "ports": [{"name": "http", "port": 9999}],
+}
+
+
+@pytest.fixture(scope="module")
+def operator(
+    devcluster: DevCluster, crds: None, storage: Storage, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    catalog = {name: entry.model_dump() for name, entry in default_catalog().items()}
+    catalog["jupyter"] = WEB
+    catalog["code-server"] = CRASHING
+    process = OperatorProcess(
+        devcluster, storage, tmp_path_factory.mktemp("operator"), extra={"services": catalog}
+    ).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def web_service(objects: Objects, name: str, **spec: object) -> None:
+    objects.create("serviceinstances", "ServiceInstance", name, {"serviceType": "jupyter", **spec})
+
+
+def test_a_service_starts_restarts_and_stops(operator: OperatorProcess, objects: Objects) -> None:
+    web_service(objects, "web")
+    running = objects.wait_phase("serviceinstances", "web", "Running", timeout=40)
+    assert running["ready"] is True
+    assert running["endpoint"].startswith("http://127.2.") and running["endpoint"].endswith(":8888")
+    assert condition(running, "Available")["status"] == "True"
+    first_pod = running["podName"]
+    objects.patch(
+        "serviceinstances", "web", {"metadata": {"annotations": {"kubepilot.io/action-restart": "r1"}}}
+    )
+    restarted = objects.wait(
+        "serviceinstances",
+        "web",
+        lambda s: (
+            (s.get("actions") or {}).get("restart", {}).get("state") == "Done"
+            and s.get("podName") != first_pod
+        ),
+        60,
+        "restart acknowledged on a new pod",
+    )
+    assert restarted["phase"] == "Running"
+    deployment = objects.apps.read_namespaced_deployment("web-svc", objects.namespace)
+    assert deployment.spec.template.metadata.annotations["kubepilot.io/restartedAt"] == "r1"
+    objects.patch("serviceinstances", "web", {"spec": {"running": False}})
+    stopped = objects.wait_phase("serviceinstances", "web", "Stopped", timeout=40)
+    assert condition(stopped, "Available")["reason"] == "StoppedByUser"
+    assert objects.pods("kubepilot.io/name=web") == []
+    assert any(line.startswith("Stopped") for line in objects.events("web"))
+
+
+def test_an_idle_service_is_culled(operator: OperatorProcess, objects: Objects) -> None:
+    web_service(objects, "idle", idleTimeoutSeconds=3)
+    objects.wait_phase("serviceinstances", "idle", "Running", timeout=40)
+    stopped = objects.wait_phase("serviceinstances", "idle", "Stopped", timeout=30)
+    assert condition(stopped, "Available")["reason"] == "IdleTimeout"
+    assert objects.get("serviceinstances", "idle")["spec"]["running"] is False
+
+
+def test_pod_failures_surface_with_their_reasons(operator: OperatorProcess, objects: Objects) -> None:
+    web_service(objects, "unmapped", image="registry.example.com/not-here:1")
+    web_service(objects, "greedy", resources={"gpu": {"profile": "default", "count": 4}})
+    objects.create("serviceinstances", "ServiceInstance", "crashing", {"serviceType": "code-server"})
+    web_service(objects, "no-profile", resources={"gpu": {"profile": "h100", "count": 1}})
+    for name, reason in (
+        ("unmapped", "ImagePullBackOff"),
+        ("greedy", "Unschedulable"),
+        ("crashing", "CrashLoopBackOff"),
+        ("no-profile", "InvalidSpec"),
+    ):
+        status = objects.wait(
+            "serviceinstances",
+            name,
+            lambda s, r=reason: condition(s, "Degraded").get("reason") == r,
+            60,
+            reason,
+        )
+        assert status["phase"] == "Error", (name, status)
+        assert condition(status, "Degraded")["message"], name
+
+
+def test_the_shutdown_schedule_stops_every_running_service(
+    operator: OperatorProcess, objects: Objects
+) -> None:
+    web_service(objects, "nightly")
+    objects.wait_phase("serviceinstances", "nightly", "Running", timeout=40)
+    when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    body = client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="kubepilot-schedule"), data={"shutdownAt": when}
+    )
+    try:
+        objects.core.create_namespaced_config_map("default", body)
+    except client.ApiException as error:
+        assert error.status == 409
+        objects.core.patch_namespaced_config_map(
+            "kubepilot-schedule", "default", {"data": {"shutdownAt": when}}
+        )
+    stopped = objects.wait_phase("serviceinstances", "nightly", "Stopped", timeout=30)
+    assert condition(stopped, "Available")["reason"] == "ScheduledShutdown"
+    schedule = objects.core.read_namespaced_config_map("kubepilot-schedule", "default")
+    assert schedule.data["executedAt"] == when
+
+
+def test_generation_jobs_run_on_a_generator_service_queue_and_cancel(
+    operator: OperatorProcess, objects: Objects, storage: Storage, tiny_sd: Path
+) -> None:
+    objects.create(
+        "serviceinstances",
+        "ServiceInstance",
+        "gen",
+        {"serviceType": "kubepilot-generator", "models": ["diffusers/tiny-sd"]},
+    )
+    objects.wait_phase("serviceinstances", "gen", "Running", timeout=90)
+    base = {"type": "txt2img", "model": "diffusers/tiny-sd", "prompt": "a cat", "width": 64, "height": 64}
+    objects.create("generationjobs", "GenerationJob", "long", {**base, "steps": 400})
+    objects.create("generationjobs", "GenerationJob", "queued", {**base, "steps": 2})
+    objects.create("generationjobs", "GenerationJob", "drop", {**base, "steps": 2})
+    objects.create("generationjobs", "GenerationJob", "quick", {**base, "steps": 2, "seed": 5})
+    objects.wait_phase("generationjobs", "long", "Processing", timeout=60)
+    dropped = objects.wait(
+        "generationjobs", "drop", lambda s: s.get("assignedService") == "gen", 30, "dispatch"
+    )
+    assert dropped["queuePosition"] >= 1
+    objects.patch("generationjobs", "drop", {"spec": {"cancel": True}})
+    objects.patch("generationjobs", "long", {"spec": {"cancel": True, "cancelReason": "Interrupted"}})
+    assert (
+        condition(objects.wait_phase("generationjobs", "drop", "Cancelled"), "Cancelled")["reason"]
+        == "UserCancelled"
+    )
+    long = objects.wait_phase("generationjobs", "long", "Cancelled", "Completed", timeout=60)
+    assert long["phase"] == "Cancelled" and condition(long, "Cancelled")["reason"] == "Interrupted"
+    for name in ("queued", "quick"):
+        done = objects.wait_phase("generationjobs", name, "Completed", "Failed", timeout=90)
+        assert done["phase"] == "Completed", done
+        assert done["assignedService"] == "gen" and condition(done, "Scheduled")["reason"] == "Dispatched"
+        assert (storage.outputs / done["outputs"][0]["path"]).read_bytes().startswith(b"\x89PNG")
+        assert done["progress"]["percent"] == 100
+    assert [j.metadata.name for j in objects.jobs()] == []  # nothing ran as a one-shot Job
+    service = objects.status("serviceinstances", "gen")
+    assert service["queue"] == {"pending": 0, "running": 0}
+    assert service["lastActivityTime"]
+    time.sleep(0)  # the service keeps running: no idle timeout was set
+    assert service["phase"] == "Running"
