@@ -8,6 +8,7 @@ long owner name is cut and a hash of the full name keeps two long names apart.
 from __future__ import annotations
 
 import hashlib
+import re
 
 from kubepilot_api.constants import KUEUE_QUEUE_LABEL, LABEL_COMPONENT, LABEL_KIND, LABEL_NAME
 
@@ -37,6 +38,21 @@ def child_name(owner: str, suffix: str, uid: str = "") -> str:
     digest = short_hash(f"{owner}/{uid}")
     room = MAX_NAME - len(suffix) - len(digest) - 2
     return f"{owner[:room].rstrip('-.')}-{digest}-{suffix}"
+
+
+def service_name(owner: str, suffix: str, uid: str = "") -> str:
+    """A Service name: a DNS-1035 label (letters first, no dots), which a CR name need not be.
+
+    A name that must change to qualify carries a hash of the original, so two CRs whose names
+    differ only in a dot or a leading digit never share a Service.
+    """
+    name = child_name(owner, suffix, uid)
+    if re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name):
+        return name
+    cleaned = re.sub(r"[^a-z0-9-]", "-", owner.lower())
+    digest = short_hash(f"{owner}/{uid}")
+    room = MAX_NAME - len(suffix) - len(digest) - 4
+    return f"s-{cleaned[:room].strip('-')}-{digest}-{suffix}"
 
 
 def label_value(name: str) -> str:

@@ -31,7 +31,7 @@ class ReportStore:
         """Store a report; False when it is older than the one held (and so dropped)."""
         with self._lock:
             entry = self._entries.get(key)
-            if entry is not None and not report.final and report.sequence < entry.report.sequence:
+            if entry is not None and _stale(report, entry.report):
                 entry.acks.extend(report.acks)
                 return False
             acks = [*(entry.acks if entry else []), *report.acks]
@@ -63,3 +63,15 @@ class ReportStore:
         with self._lock:
             entry = self._entries.get(key)
             return {(a.name, a.nonce) for a in entry.acks} if entry else set()
+
+
+def _stale(new: AnyReport, held: AnyReport) -> bool:
+    """An older report of the same worker process, delivered late.
+
+    Each worker process numbers its reports from 1, so a lower sequence alone does not make a
+    report old: after a held final report, or with a later timestamp, it is a new process (a
+    retried Job pod, a restarted service) starting over.
+    """
+    if new.final or held.final:
+        return False
+    return new.sequence < held.sequence and new.time <= held.time

@@ -22,7 +22,7 @@ from kubepilot_api.workers.env import (
     TOKEN_FILE_ENV,
 )
 from kubepilot_api.workers.progress import report_path
-from kubepilot_operator.naming import child_name, labels, selector
+from kubepilot_operator.naming import child_name, labels, selector, service_name
 from kubepilot_operator.settings import Settings
 
 Obj = dict[str, Any]
@@ -54,10 +54,12 @@ def owner_reference(cr: Obj) -> Obj:
     }
 
 
-def child_meta(cr: Obj, suffix: str, component: str) -> Obj:
+def child_meta(cr: Obj, suffix: str, component: str, *, service: bool = False) -> Obj:
+    """Metadata of a child; ``service`` names it as a Service must be named (DNS-1035)."""
     m = meta(cr)
+    namer = service_name if service else child_name
     return {
-        "name": child_name(m["name"], suffix, m.get("uid", "")),
+        "name": namer(m["name"], suffix, m.get("uid", "")),
         "namespace": m["namespace"],
         "labels": labels(cr["kind"], m["name"], component, m.get("labels")),
         "ownerReferences": [owner_reference(cr)],
@@ -139,7 +141,8 @@ def volumes(settings: Settings, cr: Obj) -> tuple[list[Obj], list[Obj]]:
         storage.models.pod_volume("models"),
         storage.datasets.pod_volume("datasets"),
         storage.outputs.pod_volume("outputs"),
-        {"name": "kubepilot", "secret": {"secretName": secret_name(cr), "defaultMode": 0o440}},
+        # 0444: worker images run as a non-root user without an fsGroup; only this pod mounts it.
+        {"name": "kubepilot", "secret": {"secretName": secret_name(cr), "defaultMode": 0o444}},
     ]
     mounts: list[Obj] = [
         {"name": "models", "mountPath": storage.models.mountPath},

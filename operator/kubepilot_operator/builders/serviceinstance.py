@@ -78,6 +78,16 @@ def worker_config(settings: Settings, cr: Obj, model: str) -> Obj | None:
     return None
 
 
+def with_tag(image: str, tag: str) -> str:
+    """``image`` with its tag (or digest) replaced; a registry's ``host:port`` is not a tag."""
+    name = image.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        name = name[:colon]
+    return f"{name}:{tag}"
+
+
 def _probe(entry: ServiceCatalogEntry, port: int) -> Obj:
     action: Obj = (
         {"httpGet": {"path": entry.readinessPath, "port": port}}
@@ -92,7 +102,7 @@ def deployment(settings: Settings, cr: Obj, *, replicas: int, restart_nonce: str
     entry = catalog_entry(settings, si)
     image = si.spec.image or entry.image
     if si.spec.version and not si.spec.image:
-        image = f"{image.rsplit(':', 1)[0]}:{si.spec.version}"
+        image = with_tag(image, si.spec.version)
     program_ports = ports(si, entry)
     env = [{"name": e.name, "value": e.value} for e in si.spec.env]
     sidecars: list[Obj] = []
@@ -172,7 +182,7 @@ def service(settings: Settings, cr: Obj) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": child_meta(cr, "svc", COMPONENT),
+        "metadata": child_meta(cr, "svc", COMPONENT, service=True),
         "spec": {
             "selector": selector(cr["kind"], m["name"], COMPONENT),
             "ports": [

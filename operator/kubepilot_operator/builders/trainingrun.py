@@ -64,7 +64,7 @@ def rendezvous_service(cr: Obj) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": child_meta(cr, "rdzv", COMPONENT),
+        "metadata": child_meta(cr, "rdzv", COMPONENT, service=True),
         "spec": {
             "selector": {**selector(cr["kind"], m["name"], COMPONENT), INDEX_KEY: "0"},
             "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT}],

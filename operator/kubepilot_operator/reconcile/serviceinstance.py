@@ -108,10 +108,11 @@ def reconcile(ctx: Context, key: WorkKey) -> float | None:
         existing=ctx.cache.get("deployments", key.namespace, desired["metadata"]["name"]),
     )
     ctx.cache.upsert("deployments", deployment)
+    wanted_service = build.service(ctx.settings, cr)
     service = ctx.api.ensure(
         kube.SERVICES,
-        build.service(ctx.settings, cr),
-        existing=ctx.cache.get("services", key.namespace, desired["metadata"]["name"]),
+        wanted_service,
+        existing=ctx.cache.get("services", key.namespace, wanted_service["metadata"]["name"]),
     )
     ctx.cache.upsert("services", service)
     pods = [p for p in service_pods(ctx, cr) if not p["metadata"].get("deletionTimestamp")]

@@ -71,7 +71,10 @@ def _blob_of(blobs: Path, stat: os.stat_result) -> Path | None:
 
 
 def _prune_empty_parents(folder: Path, root: Path) -> None:
-    # Type folders themselves (checkpoints/, loras/) stay: tools expect them.
+    # Type folders themselves (checkpoints/, loras/) stay: tools expect them. Both sides resolved:
+    # the file's path is, and a symlinked or relative root must still stop the climb.
+    root = root.resolve()
+    folder = folder.resolve()
     while folder != root and folder.parent != root and folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
         folder = folder.parent
