@@ -27,36 +27,38 @@ class Rule:
 
 
 RULES: tuple[Rule, ...] = (
-    # kopf watches the four kinds and patches its progress annotations and finalizers onto them.
-    Rule(GROUP, KINDS, ("get", "list", "watch", "patch", "update", "delete")),
-    # Status is a separate subresource; the operator is its only writer.
-    Rule(GROUP, tuple(f"{kind}/status" for kind in KINDS), ("get", "patch", "update")),
+    # kopf lists and watches the four kinds into the operator's cache.
+    Rule(GROUP, KINDS, ("list", "watch")),
+    # ModelPulls carry the files finalizer; ServiceInstances are stopped by culling and the
+    # schedule, and started for a GenerationJob that asks for it.
+    Rule(GROUP, ("modelpulls", "serviceinstances"), ("patch",)),
+    # Finished GenerationJobs with ttlSecondsAfterFinished are deleted.
+    Rule(GROUP, ("generationjobs",), ("delete",)),
+    # Status is a separate subresource; the operator is its only writer (merge patches).
+    Rule(GROUP, tuple(f"{kind}/status" for kind in KINDS), ("patch",)),
     # Children point at their CR with blockOwnerDeletion, which needs update on the owner's finalizers.
     Rule(GROUP, tuple(f"{kind}/finalizers" for kind in KINDS), ("update",)),
-    # ModelPulls, TrainingRuns and one-shot GenerationJobs run as Jobs.
+    # ModelPulls, TrainingRuns and one-shot GenerationJobs run as Jobs: suspended to pause, deleted
+    # to cancel; read back when a create finds one already there.
     Rule("batch", ("jobs",), ("get", "list", "watch", "create", "patch", "delete")),
     # A ServiceInstance is a Deployment (replicas 0 or 1) ...
-    Rule("apps", ("deployments",), ("get", "list", "watch", "create", "patch", "delete")),
-    # ... with a Service; multi-pod TrainingRuns get a headless one.
-    Rule(CORE, ("services",), ("get", "list", "watch", "create", "patch", "delete")),
-    # A progress-token Secret per workload (DESIGN §4); read back by name, so no list or watch.
-    Rule(CORE, ("secrets",), ("get", "create", "patch", "delete")),
+    Rule("apps", ("deployments",), ("get", "list", "watch", "create", "patch")),
+    # ... with a Service; multi-pod TrainingRuns get one in front of rank 0. Garbage collection
+    # removes both with their owner, so no delete.
+    Rule(CORE, ("services",), ("get", "create")),
+    # The intake key, a token-and-config Secret per workload (DESIGN §4), and the credentials
+    # Secret a ModelPull names (checked to exist, never read by value); by name, no list or watch.
+    Rule(CORE, ("secrets",), ("get", "create", "patch")),
     # Pod phases, exit codes and termination messages are how a workload's outcome is read.
-    Rule(CORE, ("pods",), ("get", "list", "watch")),
+    Rule(CORE, ("pods",), ("list", "watch")),
     # The rights-less kubepilot-worker ServiceAccount is created in each namespace that runs workloads.
     Rule(CORE, ("serviceaccounts",), ("get", "create")),
-    # The shutdown schedule is a ConfigMap the operator watches and marks once it has acted on it.
-    Rule(CORE, ("configmaps",), ("get", "list", "watch", "patch")),
-    # Events on the CR for every transition, through the core API (kopf posts these) ...
-    Rule(CORE, ("events",), ("create", "patch")),
-    # ... and through events.k8s.io, the API newer clients use.
-    Rule("events.k8s.io", ("events",), ("create", "patch")),
+    # The shutdown schedule is a ConfigMap the operator reads and marks once it has acted on it.
+    Rule(CORE, ("configmaps",), ("get", "patch")),
+    # Events on the CR for every transition.
+    Rule(CORE, ("events",), ("create",)),
     # Leader election among operator replicas holds a Lease.
-    Rule("coordination.k8s.io", ("leases",), ("get", "create", "update", "patch")),
-    # kopf discovers namespaces to serve when it watches all of them or a pattern.
-    Rule(CORE, ("namespaces",), ("get", "list", "watch")),
-    # kopf scans the CRDs to find the resources its handlers name, and notices when one appears.
-    Rule("apiextensions.k8s.io", ("customresourcedefinitions",), ("get", "list", "watch")),
+    Rule("coordination.k8s.io", ("leases",), ("get", "create", "update")),
 )
 
 
