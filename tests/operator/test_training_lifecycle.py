@@ -138,3 +138,36 @@ def test_a_run_past_its_deadline_fails_with_the_reason(
     )
     status = objects.wait_phase("trainingruns", "late", "Failed", timeout=60)
     assert condition(status, "Failed")["reason"] == "DeadlineExceeded"
+
+
+def test_a_suspended_run_waits_without_a_pod_resumes_and_stops_gracefully(
+    operator: OperatorProcess, objects: Objects, storage: Storage, tiny_sd: Path
+) -> None:
+    make_dataset(storage.datasets / f"s-{objects.namespace}", {"1_x": [(64, 64)]})
+    objects.create(
+        "trainingruns",
+        "TrainingRun",
+        "held",
+        {
+            "trainer": "kubepilot-lora",
+            "baseModel": {"path": "diffusers/tiny-sd"},
+            "dataset": {"path": f"s-{objects.namespace}"},
+            "output": {"name": f"held-{objects.namespace}"},
+            "hyperparameters": {"resolution": 64, "maxSteps": 100000, "rank": 4, "alpha": 4},
+            "suspend": True,
+        },
+        labels={"kueue.x-k8s.io/queue-name": "gpu-queue"},
+    )
+    suspended = objects.wait_phase("trainingruns", "held", "Suspended", timeout=30)
+    assert condition(suspended, "Suspended")["status"] == "True"
+    job = objects.batch.read_namespaced_job("held-train", objects.namespace)
+    assert job.spec.suspend is True
+    assert job.metadata.labels["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+    assert objects.pods("kubepilot.io/name=held") == []
+    objects.patch("trainingruns", "held", {"spec": {"suspend": False}})
+    objects.wait("trainingruns", "held", lambda s: step(s) >= 1, 60, "training after resume")
+    objects.patch("trainingruns", "held", {"spec": {"stop": True}})
+    stopped = objects.wait_phase("trainingruns", "held", "Stopped", "Failed", timeout=60)
+    assert stopped["phase"] == "Stopped", stopped
+    assert stopped["actions"]["stop"]["state"] == "Done"
+    assert stopped["publishedModel"] == f"loras/held-{objects.namespace}.safetensors"
