@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The local stack. Today: the devcluster (Kubernetes API + Job/Deployment/DaemonSet controllers +
-# process kubelet) with the kubepilot CRDs applied. The operator and the gateway with its five API
-# profiles join it when they land (see README). Runs in the foreground; Ctrl-C stops everything.
+# The local stack: the devcluster (Kubernetes API + Job/Deployment/DaemonSet controllers + process
+# kubelet) with the kubepilot CRDs applied, and the operator reconciling them with the real workers
+# running as pods. The gateway with its five API profiles joins it when it lands (see README).
+# Runs in the foreground; Ctrl-C stops everything.
 #
 #   bash scripts/dev.sh [PORT]        # default 6443; state in .dev/ (kept across restarts)
 set -euo pipefail
@@ -15,12 +16,18 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet --editable '.[dev]'
+.venv/bin/python -m pip install --quiet --no-deps 'spandrel==0.4.2'
 export PATH="$PWD/.venv/bin:$PATH"
 
-mkdir -p "$data_dir"
+mkdir -p "$data_dir"/volumes/{models,datasets,outputs}
 kubepilot devcluster --port "$port" --data-dir "$data_dir" &
 cluster=$!
-trap 'kill -TERM $cluster 2>/dev/null; wait $cluster 2>/dev/null' EXIT INT TERM
+operator=""
+cleanup() {
+  [ -n "$operator" ] && kill -TERM "$operator" 2>/dev/null && wait "$operator" 2>/dev/null
+  kill -TERM "$cluster" 2>/dev/null; wait "$cluster" 2>/dev/null
+}
+trap cleanup EXIT INT TERM
 
 export KUBECONFIG="$data_dir/kubeconfig"
 for _ in $(seq 1 100); do
@@ -30,14 +37,35 @@ done
 kubectl apply -f crds/ >/dev/null
 kubectl wait --for=condition=Established crd --all --timeout=30s >/dev/null 2>&1 || true
 
+# The operator's settings for this machine: the three volumes are host folders whose mount path
+# equals the folder (the devcluster runs pods as local processes), the intake on loopback.
+settings="$data_dir/operator-settings.yaml"
+volumes="$data_dir/volumes"
+cat >"$settings" <<YAML
+operatorNamespace: default
+storage:
+  models: {hostPath: $volumes/models, mountPath: $volumes/models, operatorPath: $volumes/models}
+  datasets: {hostPath: $volumes/datasets, mountPath: $volumes/datasets, operatorPath: $volumes/datasets}
+  outputs: {hostPath: $volumes/outputs, mountPath: $volumes/outputs, operatorPath: $volumes/outputs}
+intake: {host: 127.0.0.1, port: ${KUBEPILOT_INTAKE_PORT:-8081}}
+healthPort: ${KUBEPILOT_HEALTH_PORT:-8082}
+YAML
+kubepilot operator --settings "$settings" >"$data_dir/operator.log" 2>&1 &
+operator=$!
+for _ in $(seq 1 100); do
+  if curl -fsS "http://127.0.0.1:${KUBEPILOT_INTAKE_PORT:-8081}/healthz" 2>/dev/null | grep -q '"leader": true'; then break; fi
+  sleep 0.2
+done
+
 cat <<MSG
 
-kubepilot devcluster is up on http://127.0.0.1:$port (state in $data_dir).
+kubepilot is up: devcluster on http://127.0.0.1:$port, operator reconciling (log: $data_dir/operator.log).
   export KUBECONFIG=$KUBECONFIG
   kubectl get nodes
-  kubectl apply -f examples/ && kubectl get kubepilot
-  kubectl explain modelpull.spec.source
-The operator and the gateway are not built yet: kubepilot objects are stored and validated,
-but nothing reconciles them. Ctrl-C stops the devcluster and its pods.
+  kubectl apply -f examples/ && kubectl get kubepilot -w
+  kubectl describe modelpull sdxl-base
+  curl -s http://127.0.0.1:${KUBEPILOT_INTAKE_PORT:-8081}/metrics | grep ^kubepilot_
+Volumes (models, datasets, outputs) are folders under $volumes.
+The gateway (the five dashboard APIs) is not built yet. Ctrl-C stops the operator, the devcluster and its pods.
 MSG
 wait $cluster

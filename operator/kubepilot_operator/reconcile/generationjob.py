@@ -114,7 +114,10 @@ def _finish(
 ) -> float | None:
     status["completedAt"] = status.get("completedAt") or timestamp()
     status["queuePosition"] = -1
-    conditions.set(T.PROGRESSING, False, R.COMPLETED, report.message or report.state.value)
+    outcome = {WorkState.SUCCEEDED: R.COMPLETED, WorkState.CANCELLED: R.USER_CANCELLED}.get(
+        report.state, R.GENERATION_FAILED
+    )
+    conditions.set(T.PROGRESSING, False, outcome, report.message or report.state.value)
     if report.state is WorkState.SUCCEEDED:
         status["phase"] = "Completed"
         conditions.set(T.SUCCEEDED, True, R.COMPLETED, f"{len(status.get('outputs') or [])} images written")
