@@ -205,7 +205,11 @@ class ModelPullSpec(KubeModel):
     )
     expectedSizeBytes: int = Field(default=-1, ge=-1, description="Expected total size; -1 when unknown.")
     paused: bool = Field(default=False, description="Stop downloading and keep partial files for resume.")
-    cancel: bool = Field(default=False, description="Cancel for good (one-way); partial files are removed.")
+    cancel: bool = Field(
+        default=False,
+        description="Cancel for good (one-way): the download stops and no file is published. Partial "
+        "files stay in the store, keyed by content, where a later pull of the same bytes resumes them.",
+    )
     force: bool = Field(default=False, description="Re-download even when verified files are present.")
     priority: Priority = Field(default=Priority.NORMAL, description="Low, Normal or High.")
     maxParallelFiles: int = Field(default=4, ge=1, le=32, description="Files downloaded at once.")
