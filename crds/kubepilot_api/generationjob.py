@@ -232,6 +232,12 @@ class GenerationJobStatus(StatusBase):
     progress: GenerationProgress | None = Field(default=None, description="Steps and images.")
     outputs: list[OutputImage] = Field(default_factory=list, description="Generated images.", max_length=64)
     timings: Timings | None = Field(default=None, description="Queue, load and run time.")
+    attempt: int = Field(
+        default=0,
+        ge=0,
+        description="Scheduling attempt: bumped when the job is scheduled again after its service lost "
+        "it. Each attempt has its own progress token, so a late report of an earlier one is refused.",
+    )
 
 
 class GenerationJob(CustomResource):

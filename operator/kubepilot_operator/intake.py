@@ -95,9 +95,7 @@ class Intake:
             if cr is None:
                 return _error(404, f"no {kind} {namespace}/{name}")
             scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-            if scheme != TOKEN_SCHEME or not tokens.matches(
-                self.key, str(cr["metadata"].get("uid", "")), presented
-            ):
+            if scheme != TOKEN_SCHEME or not tokens.matches(self.key, tokens.subject(cr), presented):
                 return _error(401, "missing or wrong token")
             try:
                 report = parse_report(body)
@@ -108,7 +106,7 @@ class Intake:
             if not self.is_leader():
                 return _error(503, "this operator replica is not the leader; retry")
             key = WorkKey(plural, namespace, name)
-            accepted = self.reports.put(key, report)
+            accepted = self.reports.put(key, report, tokens.subject(cr))
             self.enqueue(key, self.interval, report.final)
             result = "accepted" if accepted else "stale"
             pending = actions.pending(cr, self.reports.acked_nonces(key))

@@ -18,6 +18,8 @@ from kubepilot_operator.workqueue import WorkKey
 class _Entry:
     report: AnyReport
     acks: list[ActionAck] = field(default_factory=list)
+    subject: str = ""
+    """The token subject the report was accepted under (a GenerationJob's attempt changes it)."""
 
 
 class ReportStore:
@@ -27,21 +29,24 @@ class ReportStore:
         self._lock = threading.Lock()
         self._entries: dict[WorkKey, _Entry] = {}
 
-    def put(self, key: WorkKey, report: AnyReport) -> bool:
+    def put(self, key: WorkKey, report: AnyReport, subject: str = "") -> bool:
         """Store a report; False when it is older than the one held (and so dropped)."""
         with self._lock:
             entry = self._entries.get(key)
-            if entry is not None and _stale(report, entry.report):
+            if entry is not None and entry.subject == subject and _stale(report, entry.report):
                 entry.acks.extend(report.acks)
                 return False
-            acks = [*(entry.acks if entry else []), *report.acks]
-            self._entries[key] = _Entry(report, acks)
+            acks = [*(entry.acks if entry and entry.subject == subject else []), *report.acks]
+            self._entries[key] = _Entry(report, acks, subject)
             return True
 
-    def latest(self, key: WorkKey) -> AnyReport | None:
+    def latest(self, key: WorkKey, subject: str | None = None) -> AnyReport | None:
+        """The latest report; with ``subject``, only one accepted under that subject."""
         with self._lock:
             entry = self._entries.get(key)
-            return entry.report if entry else None
+            if entry is None or (subject is not None and entry.subject != subject):
+                return None
+            return entry.report
 
     def acks(self, key: WorkKey) -> list[ActionAck]:
         with self._lock:

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+from typing import Any
 
 from kubepilot_operator import kube
 
@@ -25,6 +26,18 @@ def derive(key: bytes, uid: str) -> str:
 
 def matches(key: bytes, uid: str, presented: str) -> bool:
     return bool(uid) and hmac.compare_digest(derive(key, uid), presented)
+
+
+def subject(cr: dict[str, Any]) -> str:
+    """What a workload's token is derived from: its uid, and a GenerationJob's scheduling attempt.
+
+    A GenerationJob scheduled again (its service lost it) gets a new token, so the old executor's
+    late reports cannot overwrite the new attempt's progress.
+    """
+    uid = str(cr.get("metadata", {}).get("uid", ""))
+    # Only GenerationJobs have status.attempt (bodies need not carry ``kind``: a PATCH answer may not).
+    attempt = int((cr.get("status") or {}).get("attempt", 0) or 0)
+    return f"{uid}/{attempt}" if attempt and uid else uid
 
 
 def load_or_create_key(api: kube.Kube, namespace: str) -> bytes:

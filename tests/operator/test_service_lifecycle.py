@@ -174,3 +174,23 @@ def test_generation_jobs_run_on_a_generator_service_queue_and_cancel(
     assert service["lastActivityTime"]
     time.sleep(0)  # the service keeps running: no idle timeout was set
     assert service["phase"] == "Running"
+
+
+def test_a_job_whose_service_pod_dies_is_scheduled_again_and_completes(
+    operator: OperatorProcess, objects: Objects, storage: Storage, tiny_sd: Path
+) -> None:
+    objects.create(
+        "serviceinstances",
+        "ServiceInstance",
+        "fragile",
+        {"serviceType": "kubepilot-generator", "models": ["diffusers/tiny-sd"]},
+    )
+    objects.wait_phase("serviceinstances", "fragile", "Running", timeout=90)
+    spec = {"type": "txt2img", "model": "diffusers/tiny-sd", "prompt": "x", "width": 64, "height": 64}
+    objects.create("generationjobs", "GenerationJob", "orphan", {**spec, "steps": 300})
+    objects.wait_phase("generationjobs", "orphan", "Processing", timeout=60)
+    for pod in objects.pods("kubepilot.io/name=fragile"):
+        objects.core.delete_namespaced_pod(pod.metadata.name, objects.namespace, grace_period_seconds=0)
+    done = objects.wait_phase("generationjobs", "orphan", "Completed", "Failed", "Cancelled", timeout=120)
+    assert done["phase"] == "Completed", done
+    assert any(line.startswith("Rescheduled") for line in objects.events("orphan"))

@@ -39,11 +39,14 @@ class Context:
     _service_accounts: set[str] = field(default_factory=set)
 
     def token(self, cr: Obj) -> str:
-        return tokens.derive(self.intake_key, str(cr["metadata"]["uid"]))
+        return tokens.derive(self.intake_key, tokens.subject(cr))
 
-    def report(self, key: WorkKey, pods_final: AnyReport | None = None) -> AnyReport | None:
-        """The latest pushed report, else the final report from a termination message."""
-        pushed = self.reports.latest(key)
+    def report(
+        self, key: WorkKey, pods_final: AnyReport | None = None, cr: Obj | None = None
+    ) -> AnyReport | None:
+        """The latest pushed report (of the object's current token, given ``cr``), else the final
+        report from a termination message."""
+        pushed = self.reports.latest(key, tokens.subject(cr) if cr is not None else None)
         if pushed is not None and (pushed.final or pods_final is None):
             return pushed
         return pods_final or pushed

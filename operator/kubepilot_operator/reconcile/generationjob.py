@@ -55,7 +55,7 @@ def reconcile(ctx: Context, key: WorkKey) -> float | None:
     oneshot = ctx.cache.get("jobs", key.namespace, status["jobName"]) if status.get("jobName") else None
     pods = ctx.cache.owned("pods", oneshot["metadata"]["uid"]) if oneshot else []
     view = podstate.view(pods)
-    report = ctx.report(key, view.final_report)
+    report = ctx.report(key, view.final_report, cr)
     gen_report = report if isinstance(report, GenerationReport) else None
     _apply_report(status, gen_report)
     requeue: float | None
@@ -309,7 +309,10 @@ def _follow_service(
         status.pop("assignedService", None)
         status["phase"] = "Pending"
         status["queuePosition"] = -1
+        status["attempt"] = int(status.get("attempt", 0)) + 1
+        ctx.reports.forget(WorkKey(PLURAL, cr["metadata"]["namespace"], cr["metadata"]["name"]))
         message = f"ServiceInstance {name} lost the job; rescheduling"
+        log.info("%s/%s: %s", cr["metadata"]["namespace"], cr["metadata"]["name"], message)
         conditions.set(T.SCHEDULED, False, R.BACKEND_UNAVAILABLE, message)
         ctx.event(cr, "Warning", "Rescheduled", message)
         return 0.5
