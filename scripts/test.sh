@@ -29,6 +29,11 @@ echo "== import-linter"
 lint-imports
 echo "== CRDs are current"
 kubepilot crds check
+# Prometheus (Debian's package) for the dashboard test; the test runs its own server, not the unit.
+if ! command -v prometheus >/dev/null 2>&1; then
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 echo "== pytest"
 # -m "not gpu": GPU tests run on a GPU machine (scripts/test-gpu.sh); CI has none.
 pytest -m "not gpu" "$@"

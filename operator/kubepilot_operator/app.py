@@ -19,7 +19,7 @@ from kubepilot_operator import kube, tokens
 from kubepilot_operator.cache import ObjectCache
 from kubepilot_operator.intake import KIND_BY_PLURAL, Intake
 from kubepilot_operator.leader import LeaseElector
-from kubepilot_operator.metrics import Metrics
+from kubepilot_operator.metrics import UNSCHEDULED, Metrics
 from kubepilot_operator.reconcile import modelpull
 from kubepilot_operator.reconcile.context import Context
 from kubepilot_operator.reconcile.schedule import CHECK_INTERVAL_SECONDS, run_schedule
@@ -264,6 +264,17 @@ class Operator:
                 except Exception as error:  # retried at the next check
                     log.warning("scheduled shutdown check failed: %s", error)
 
+    def _queue_depths(self) -> dict[str, int]:
+        depths: dict[str, int] = {}
+        for job in self.cache.all("generationjobs"):
+            status = job.get("status") or {}
+            if status.get("phase", "Pending") != "Pending":
+                continue
+            service = status.get("assignedService")
+            label = f"{job['metadata'].get('namespace', '')}/{service}" if service else UNSCHEDULED
+            depths[label] = depths.get(label, 0) + 1
+        return depths
+
     async def _phase_metrics(self) -> None:
         while True:
             for plural, kind in KIND_BY_PLURAL.items():
@@ -276,4 +287,5 @@ class Operator:
                     for b in self.cache.all(plural)
                 ]
                 self.metrics.set_phase_counts(kind, phases)
+            self.metrics.set_queue_depths(self._queue_depths())
             await asyncio.sleep(PHASE_METRICS_INTERVAL)

@@ -10,6 +10,8 @@ from collections import Counter as Tally
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+UNSCHEDULED = "unscheduled"
+"""The queue-depth label of GenerationJobs not yet on a service (Prometheus drops empty labels)."""
 PHASES_BY_KIND = {
     "ModelPull": ("Pending", "Downloading", "Paused", "Completed", "Failed", "Cancelled", "Removing"),
     "TrainingRun": (
@@ -59,7 +61,7 @@ class Metrics:
         )
         self.queue_depth = Gauge(
             "kubepilot_generation_queue_depth",
-            "GenerationJobs waiting, by service ('' for those not yet scheduled).",
+            "GenerationJobs waiting, by service (namespace/name; 'unscheduled' for those not yet on one).",
             ["service"],
             registry=r,
         )
@@ -69,12 +71,20 @@ class Metrics:
         for kind, phases in PHASES_BY_KIND.items():
             for phase in phases:
                 self.objects.labels(kind, phase).set(0)
+        self.queue_depth.labels(UNSCHEDULED).set(0)
         self._download_seen: dict[tuple[str, str], int] = {}
 
     def set_phase_counts(self, kind: str, phases: list[str]) -> None:
         counts = Tally(phases)
         for phase in PHASES_BY_KIND.get(kind, ()):
             self.objects.labels(kind, phase).set(counts.get(phase, 0))
+
+    def set_queue_depths(self, depths: dict[str, int]) -> None:
+        """Jobs waiting per service (``namespace/name``; ``""`` for those not scheduled yet)."""
+        self.queue_depth.clear()
+        self.queue_depth.labels(UNSCHEDULED).set(0)
+        for service, depth in depths.items():
+            self.queue_depth.labels(service).set(depth)
 
     def downloaded(self, namespace: str, name: str, bytes_done: int) -> None:
         """Count the growth of a pull's bytesDone (a restarted pull's reset is not negative)."""
