@@ -49,6 +49,9 @@ storage:
   outputs: {hostPath: $volumes/outputs, mountPath: $volumes/outputs, operatorPath: $volumes/outputs}
 intake: {host: 127.0.0.1, port: ${KUBEPILOT_INTAKE_PORT:-8081}}
 healthPort: ${KUBEPILOT_HEALTH_PORT:-8082}
+# Pods share this machine's network: a multi-pod TrainingRun's rank 0 listens on another port than
+# the Service in front of it.
+rendezvous: {servicePort: 29400, listenPort: 29500}
 YAML
 kubepilot operator --settings "$settings" >"$data_dir/operator.log" 2>&1 &
 operator=$!

@@ -181,6 +181,19 @@ class LeaderElection(Strict):
     renewIntervalSeconds: float = Field(default=5, gt=0)
 
 
+class Rendezvous(Strict):
+    """How the pods of a multi-pod TrainingRun find rank 0: a Service in front of it."""
+
+    servicePort: int = Field(default=29500, ge=1, le=65535, description="Port the other ranks dial.")
+    listenPort: int = Field(
+        default=29500,
+        ge=1,
+        le=65535,
+        description="Port rank 0 listens on. Differs from servicePort only where pods share one network "
+        "namespace (the devcluster); only the built-in trainer supports that.",
+    )
+
+
 class Settings(BaseSettings):
     """Everything the operator reads at start."""
 
@@ -206,6 +219,7 @@ class Settings(BaseSettings):
     defaultGeneratorModel: str = Field(
         default="", description="Model (relative to models) for jobs and generator services that name none."
     )
+    rendezvous: Rendezvous = Field(default_factory=Rendezvous)
     downloadBackoffLimit: int = Field(default=3, ge=0)
     trainingBackoffLimit: int = Field(default=0, ge=0)
     scheduleConfigMap: str = Field(

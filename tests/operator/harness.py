@@ -95,6 +95,9 @@ class OperatorProcess:
             "intake": {"host": "127.0.0.1", "port": self.intake_port, "statusWriteIntervalSeconds": 0.5},
             "healthPort": self.health_port,
             "leaderElection": {"leaseDurationSeconds": 4, "renewIntervalSeconds": 1},
+            # The devcluster's pods share the host's network: rank 0 cannot listen on the port its
+            # Service answers on, so the Service forwards 29400 to 29500.
+            "rendezvous": {"servicePort": 29400, "listenPort": 29500},
         }
         for key, value in (extra or {}).items():
             if isinstance(value, dict) and isinstance(settings.get(key), dict):

@@ -171,3 +171,30 @@ def test_a_suspended_run_waits_without_a_pod_resumes_and_stops_gracefully(
     assert stopped["phase"] == "Stopped", stopped
     assert stopped["actions"]["stop"]["state"] == "Done"
     assert stopped["publishedModel"] == f"loras/held-{objects.namespace}.safetensors"
+
+
+def test_a_run_over_two_pods_trains_as_one_indexed_job(
+    operator: OperatorProcess, objects: Objects, storage: Storage, tiny_sd: Path
+) -> None:
+    make_dataset(storage.datasets / f"m-{objects.namespace}", {"2_x": [(64, 64), (64, 64)]})
+    objects.create(
+        "trainingruns",
+        "TrainingRun",
+        "pair",
+        {
+            "trainer": "kubepilot-lora",
+            "baseModel": {"path": "diffusers/tiny-sd"},
+            "dataset": {"path": f"m-{objects.namespace}"},
+            "output": {"name": f"pair-{objects.namespace}"},
+            "hyperparameters": {"resolution": 64, "maxSteps": 6, "rank": 4, "alpha": 4},
+            "workers": 2,
+        },
+    )
+    done = objects.wait_phase("trainingruns", "pair", "Succeeded", "Failed", timeout=120)
+    assert done["phase"] == "Succeeded", done
+    job = objects.batch.read_namespaced_job("pair-train", objects.namespace)
+    assert job.spec.completion_mode == "Indexed" and job.spec.completions == 2
+    assert job.status.succeeded == 2
+    service = objects.core.read_namespaced_service("pair-rdzv", objects.namespace)
+    assert service.spec.selector["batch.kubernetes.io/job-completion-index"] == "0"
+    assert (storage.models / done["publishedModel"]).is_file()

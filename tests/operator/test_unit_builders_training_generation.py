@@ -91,20 +91,32 @@ def test_multi_worker_run_gets_distributed_env() -> None:
         "fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}
     }
     assert env["MASTER_ADDR"]["value"] == "10.0.0.9"
-    assert env["MASTER_PORT"]["value"] == str(train.RENDEZVOUS_PORT)
+    assert env["MASTER_PORT"]["value"] == "29500"
+    assert "KUBEPILOT_RENDEZVOUS_LISTEN_PORT" not in env
     ports = job["spec"]["template"]["spec"]["containers"][0]["ports"]
-    assert {"name": "rendezvous", "containerPort": train.RENDEZVOUS_PORT} in ports
+    assert {"name": "rendezvous", "containerPort": 29500} in ports
+
+
+def test_a_shared_network_namespace_gets_rank_zero_its_own_listen_port() -> None:
+    settings = make_settings()
+    settings.rendezvous.servicePort = 29400
+    cr = make_run({"workers": 2})
+    env = env_of(train.job(settings, cr, suspend=False, master_addr="10.0.0.9"))
+    assert env["MASTER_PORT"]["value"] == "29400"
+    assert env["KUBEPILOT_RENDEZVOUS_LISTEN_PORT"]["value"] == "29500"
+    port = train.rendezvous_service(settings, cr)["spec"]["ports"][0]
+    assert (port["port"], port["targetPort"]) == (29400, 29500)
 
 
 def test_rendezvous_service_selects_rank_zero_of_this_run() -> None:
     cr = make_run({"workers": 2})
-    service = train.rendezvous_service(cr)
+    service = train.rendezvous_service(make_settings(), cr)
     assert service["kind"] == "Service"
     assert service["metadata"]["ownerReferences"][0]["uid"] == RUN_UID
     chosen = service["spec"]["selector"]
     assert chosen["batch.kubernetes.io/job-completion-index"] == "0"
     assert selector("TrainingRun", "cats", "trainer").items() <= chosen.items()
-    assert service["spec"]["ports"][0]["port"] == train.RENDEZVOUS_PORT
+    assert service["spec"]["ports"][0]["port"] == 29500
     assert service["spec"]["publishNotReadyAddresses"] is True
 
 
@@ -113,7 +125,7 @@ def test_rendezvous_selector_matches_the_job_pod_labels() -> None:
     job = train.job(make_settings(), cr, suspend=False)
     pod_labels = dict(job["spec"]["template"]["metadata"]["labels"])
     pod_labels["batch.kubernetes.io/job-completion-index"] = "0"  # added by the Job controller
-    chosen = train.rendezvous_service(cr)["spec"]["selector"]
+    chosen = train.rendezvous_service(make_settings(), cr)["spec"]["selector"]
     assert chosen.items() <= pod_labels.items()
 
 

@@ -77,10 +77,25 @@ def ensure_single_process_env() -> None:
     os.environ.setdefault("MASTER_PORT", str(_free_port()))
 
 
+RENDEZVOUS_LISTEN_PORT_ENV = "KUBEPILOT_RENDEZVOUS_LISTEN_PORT"
+"""Set when rank 0's store must listen on another port than the one the other ranks dial
+(``MASTER_PORT``, a Service's port that forwards to this one): hosts whose pods share one network
+namespace, such as the devcluster, cannot bind both on the same port."""
+
+
+def use_rank0_listen_port(info: DistributedInfo) -> None:
+    """On rank 0, listen on the rendezvous port it was given and reach its own store locally."""
+    listen = os.environ.get(RENDEZVOUS_LISTEN_PORT_ENV, "")
+    if info.rank == 0 and info.is_distributed and listen:
+        os.environ["MASTER_PORT"] = listen
+        os.environ["MASTER_ADDR"] = "127.0.0.1"
+
+
 def init_process_group(info: DistributedInfo, use_deepspeed: bool) -> bool:
     """Join the process group when there is one to join; returns whether one was started here."""
     if not (info.is_distributed or use_deepspeed) or dist.is_initialized():
         return False
+    use_rank0_listen_port(info)
     ensure_single_process_env()
     if use_deepspeed:
         if not torch.cuda.is_available():

@@ -13,7 +13,6 @@ from kubepilot_operator.settings import Settings
 PLURAL = "trainingruns"
 COMPONENT = "trainer"
 COMMAND = ["python", "-m", "kubepilot_workers.trainer"]
-RENDEZVOUS_PORT = 29500
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
 
 
@@ -58,7 +57,7 @@ def trainer_config(settings: Settings, cr: Obj, base_model: str) -> Obj:
     return config.to_dict()
 
 
-def rendezvous_service(cr: Obj) -> Obj:
+def rendezvous_service(settings: Settings, cr: Obj) -> Obj:
     """A Service in front of rank 0: MASTER_ADDR by cluster IP, which needs no cluster DNS."""
     m = meta(cr)
     return {
@@ -67,7 +66,13 @@ def rendezvous_service(cr: Obj) -> Obj:
         "metadata": child_meta(cr, "rdzv", COMPONENT, service=True),
         "spec": {
             "selector": {**selector(cr["kind"], m["name"], COMPONENT), INDEX_KEY: "0"},
-            "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT}],
+            "ports": [
+                {
+                    "name": "rendezvous",
+                    "port": settings.rendezvous.servicePort,
+                    "targetPort": settings.rendezvous.listenPort,
+                }
+            ],
             "publishNotReadyAddresses": True,
         },
     }
@@ -85,8 +90,12 @@ def job(settings: Settings, cr: Obj, *, suspend: bool, master_addr: str = "") ->
             },
             {"name": "LOCAL_RANK", "value": "0"},
             {"name": "MASTER_ADDR", "value": master_addr},
-            {"name": "MASTER_PORT", "value": str(RENDEZVOUS_PORT)},
+            {"name": "MASTER_PORT", "value": str(settings.rendezvous.servicePort)},
         ]
+        if settings.rendezvous.listenPort != settings.rendezvous.servicePort:
+            extra_env.append(
+                {"name": "KUBEPILOT_RENDEZVOUS_LISTEN_PORT", "value": str(settings.rendezvous.listenPort)}
+            )
     template = pod_template(
         settings,
         cr,
@@ -98,7 +107,9 @@ def job(settings: Settings, cr: Obj, *, suspend: bool, master_addr: str = "") ->
         restart_policy="Never",
         extra_env=extra_env,
         grace=run.spec.stopGracePeriodSeconds,
-        ports=[{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT}] if run.spec.workers > 1 else None,
+        ports=[{"name": "rendezvous", "containerPort": settings.rendezvous.listenPort}]
+        if run.spec.workers > 1
+        else None,
     )
     return job_manifest(
         cr,

@@ -150,7 +150,7 @@ def _drive(
         base = _base_model(ctx, cr, run)
     master = ""
     if run.spec.workers > 1:
-        service = ctx.api.ensure(kube.SERVICES, build.rendezvous_service(cr))
+        service = ctx.api.ensure(kube.SERVICES, build.rendezvous_service(ctx.settings, cr))
         master = str(service.get("spec", {}).get("clusterIP", ""))
     ctx.ensure_worker_account(namespace)
     ctx.ensure_secret(cr, build.trainer_config(ctx.settings, cr, base))
@@ -158,8 +158,10 @@ def _drive(
     job = ctx.api.ensure(kube.JOBS, desired, job_drift, existing=job)
     ctx.cache.upsert("jobs", job)
     jv = podstate.job_view(job)
-    if report is not None and report.final and (jv.complete or jv.failed or not view.running):
-        return _final(ctx, status, conditions, report)
+    if report is not None and report.final:
+        if jv.complete or jv.failed or not view.running:
+            return _final(ctx, status, conditions, report)
+        return 1.0  # rank 0 is done; the other ranks are finishing: no phase change meanwhile
     if jv.complete:
         return _failed(
             status, conditions, R.TRAINING_FAILED.value, "the trainer exited without a final report"
