@@ -81,9 +81,14 @@ class Operator:
         namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
         if event_type == "DELETED":
             self.cache.remove(plural, namespace, name)
+            echo = False
         else:
-            self.cache.upsert(plural, body)
+            # The echo of the operator's own write is already cached from the API's answer: the
+            # pass that wrote it saw this state, so only the objects that depend on it need a pass.
+            echo = not self.cache.upsert(plural, body)
         for key in self._affected(plural, body):
+            if echo and key == WorkKey(plural, namespace, name):
+                continue
             self._enqueue(key)
 
     def _affected(self, plural: str, body: dict[str, Any]) -> list[WorkKey]:

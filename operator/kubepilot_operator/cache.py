@@ -29,7 +29,8 @@ class ObjectCache:
         self._objects: dict[str, dict[Key, Obj]] = defaultdict(dict)
         self._by_owner: dict[str, dict[str, set[Key]]] = defaultdict(lambda: defaultdict(set))
 
-    def upsert(self, plural: str, body: Obj) -> None:
+    def upsert(self, plural: str, body: Obj) -> bool:
+        """Store ``body``; False when the cache already held this version (or a newer one)."""
         meta = body.get("metadata", {})
         key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
         with self._lock:
@@ -38,11 +39,14 @@ class ObjectCache:
                 # resourceVersions are opaque, but a watch never goes back in time: an event older
                 # than what a read-your-write stored must not replace it.
                 if _older(body, old):
-                    return
+                    return False
+                if _same_version(body, old):
+                    return False
                 self._unindex(plural, key, old)
             self._objects[plural][key] = body
             for uid in owner_uids(body):
                 self._by_owner[plural][uid].add(key)
+            return True
 
     def remove(self, plural: str, namespace: str, name: str) -> None:
         key = (namespace, name)
@@ -86,6 +90,11 @@ class ObjectCache:
     def size(self) -> int:
         with self._lock:
             return sum(len(objects) for objects in self._objects.values())
+
+
+def _same_version(new: Obj, old: Obj) -> bool:
+    version = new.get("metadata", {}).get("resourceVersion")
+    return bool(version) and version == old.get("metadata", {}).get("resourceVersion")
 
 
 def _older(new: Obj, old: Obj) -> bool:

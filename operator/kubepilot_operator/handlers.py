@@ -60,7 +60,9 @@ def _watch(
     plural: str,
     labels: dict[str, str] | None,
 ) -> None:
-    def on_event(**kwargs: Any) -> None:
+    # async: kopf runs it on the event loop, where the work queue lives (a sync handler would run
+    # in a worker thread and touch the asyncio queue from outside its loop).
+    async def on_event(**kwargs: Any) -> None:
         event = kwargs["event"]
         body = event.get("object")
         if body is not None:

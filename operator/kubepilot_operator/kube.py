@@ -188,14 +188,23 @@ class Kube:
         desired: Obj,
         drift: Callable[[Obj, Obj], Obj | None] | None = None,
         existing: Obj | None = None,
+        *,
+        likely_absent: bool = False,
     ) -> Obj:
         """Create-or-patch: create ``desired`` when absent, else merge-patch what ``drift`` returns.
 
         ``drift(existing, desired)`` returns the patch for the fields we own that differ (or None);
-        immutable fields (a Job's template) are never in it.
+        immutable fields (a Job's template) are never in it. ``likely_absent`` (a watch cache has no
+        such object) creates first and reads only when the create finds one: one call, not two.
         """
         namespace = desired["metadata"].get("namespace", "")
         name = desired["metadata"]["name"]
+        if existing is None and likely_absent:
+            try:
+                return self.request("POST", resource, namespace, body=desired)
+            except ApiError as error:
+                if error.status != 409:
+                    raise
         current = existing if existing is not None else self.get(resource, namespace, name)
         if current is None:
             return self.create(resource, namespace, desired)

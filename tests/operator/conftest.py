@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,7 +74,12 @@ def objects(devcluster: DevCluster, crds: None, kube_api: Any) -> Iterator[Objec
 
 @pytest.fixture(scope="session")
 def tiny_sd(storage: Storage) -> Path:
-    """A tiny random Stable Diffusion folder in the models volume (``diffusers/tiny-sd``)."""
-    from kubepilot_workers.tinymodels import save_tiny_sd
+    """A tiny random Stable Diffusion folder in the models volume (``diffusers/tiny-sd``).
 
-    return save_tiny_sd(storage.models / "diffusers" / "tiny-sd")
+    Built in a child process: importing diffusers here would freeze huggingface_hub's settings in
+    the test process before the downloader tests set theirs.
+    """
+    target = storage.models / "diffusers" / "tiny-sd"
+    command = [sys.executable, "-m", "kubepilot_workers.tinymodels", "sd", str(target)]
+    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    return target

@@ -146,10 +146,10 @@ def test_generation_jobs_run_on_a_generator_service_queue_and_cancel(
     objects.wait_phase("serviceinstances", "gen", "Running", timeout=90)
     base = {"type": "txt2img", "model": "diffusers/tiny-sd", "prompt": "a cat", "width": 64, "height": 64}
     objects.create("generationjobs", "GenerationJob", "long", {**base, "steps": 400})
+    objects.wait_phase("generationjobs", "long", "Processing", timeout=60)
     objects.create("generationjobs", "GenerationJob", "queued", {**base, "steps": 2})
     objects.create("generationjobs", "GenerationJob", "drop", {**base, "steps": 2})
     objects.create("generationjobs", "GenerationJob", "quick", {**base, "steps": 2, "seed": 5})
-    objects.wait_phase("generationjobs", "long", "Processing", timeout=60)
     dropped = objects.wait(
         "generationjobs", "drop", lambda s: s.get("assignedService") == "gen", 30, "dispatch"
     )

@@ -7,6 +7,7 @@ so their outputs (latents, caption embeddings) can be computed once per image an
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,9 +142,28 @@ def save_lora_file(unet: Any, path: Path, *, state: dict[str, torch.Tensor] | No
     )
     # diffusers writes the file owner-only (0600); other pods (the generator, ComfyUI, the gateway)
     # read it from the shared volume, possibly as another user of the volume's group.
+    canonical_header(staging)
     staging.chmod(SHARED_FILE_MODE)
     staging.replace(path)
     return path
+
+
+def canonical_header(path: Path) -> None:
+    """Rewrite a safetensors header with its keys sorted, in place.
+
+    safetensors serialises the metadata from a hash map whose order changes from one save to the
+    next, so the same weights could give different bytes (and sha256). Sorting the header's keys
+    makes the file a function of its content; tensor offsets are relative to the data section and
+    the header keeps its length (padded with spaces, as safetensors pads it), so the data is untouched.
+    """
+    with path.open("r+b") as handle:
+        size = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(size))
+        canonical = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+        if len(canonical) > size:  # cannot happen (compact JSON is never longer); keep the file as is
+            return
+        handle.seek(8)
+        handle.write(canonical + b" " * (size - len(canonical)))
 
 
 def _with_adapter_names(unet: Any, state: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:

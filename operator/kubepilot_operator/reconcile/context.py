@@ -37,6 +37,7 @@ class Context:
     enqueue: Any = None
     """Callable[[WorkKey, float], None]: ask for another pass of some object (set by the app)."""
     _service_accounts: set[str] = field(default_factory=set)
+    _secrets: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def token(self, cr: Obj) -> str:
         return tokens.derive(self.intake_key, tokens.subject(cr))
@@ -71,9 +72,19 @@ class Context:
         )
         self._service_accounts.add(namespace)
 
-    def ensure_secret(self, cr: Obj, config: Obj | None) -> Obj:
+    def ensure_secret(self, cr: Obj, config: Obj | None) -> None:
+        """The workload's token-and-config Secret, written only when its content changes.
+
+        Secrets are not watched (the operator must not list every Secret), so what this process
+        last wrote is remembered: an unchanged Secret costs no call, a new one a single create.
+        """
         desired = workload_secret(cr, self.token(cr), config)
-        return self.api.ensure(kube.SECRETS, desired, secret_drift)
+        key = (desired["metadata"]["namespace"], desired["metadata"]["name"])
+        digest = dumps(desired["data"])
+        if self._secrets.get(key) == digest:
+            return
+        self.api.ensure(kube.SECRETS, desired, secret_drift, likely_absent=key not in self._secrets)
+        self._secrets[key] = digest
 
     def write_status(self, plural: str, cr: Obj, status: Obj) -> Obj:
         """Write ``status`` when it differs from the stored one (merge patch; removed keys nulled)."""
@@ -87,7 +98,8 @@ class Context:
             kube.custom(plural), meta["namespace"], meta["name"], {"status": patch}, subresource="status"
         )
         self.cache.upsert(plural, updated)
-        if old.get("phase") != status.get("phase"):
+        # An object's first status is not a transition worth an Event; every later phase change is.
+        if old.get("phase") and old.get("phase") != status.get("phase"):
             self.event(
                 cr,
                 "Warning" if status.get("phase") in ("Failed", "Error") else "Normal",

@@ -329,9 +329,10 @@ def _start_oneshot(
     ctx.ensure_worker_account(cr["metadata"]["namespace"])
     ctx.ensure_secret(cr, build.oneshot_config(ctx.settings, cr, request))
     desired = build.oneshot_job(ctx.settings, cr)
-    created = ctx.api.ensure(kube.JOBS, desired, job_drift)
+    created = ctx.api.ensure(kube.JOBS, desired, job_drift, likely_absent=True)
     ctx.cache.upsert("jobs", created)
     status.update(jobName=created["metadata"]["name"], queuePosition=0)
+    conditions.set(T.WORKLOAD_READY, False, R.PENDING, "no pod yet")
     conditions.set(
         T.SCHEDULED, True, R.ONE_SHOT_JOB, f"runs as the one-shot Job {created['metadata']['name']}"
     )

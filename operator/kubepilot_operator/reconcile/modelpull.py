@@ -217,7 +217,7 @@ def _drive(
     ctx.ensure_worker_account(namespace)
     ctx.ensure_secret(cr, build.downloader_config(ctx.settings, cr))
     desired = build.job(ctx.settings, cr, suspend=pull.spec.paused)
-    job = ctx.api.ensure(kube.JOBS, desired, job_drift, existing=job)
+    job = ctx.api.ensure(kube.JOBS, desired, job_drift, existing=job, likely_absent=job is None)
     ctx.cache.upsert("jobs", job)
     if jv.complete:
         if report is not None and report.state is WorkState.SUCCEEDED:

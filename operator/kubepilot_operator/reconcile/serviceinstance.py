@@ -106,6 +106,7 @@ def reconcile(ctx: Context, key: WorkKey) -> float | None:
         desired,
         build.deployment_drift,
         existing=ctx.cache.get("deployments", key.namespace, desired["metadata"]["name"]),
+        likely_absent=True,
     )
     ctx.cache.upsert("deployments", deployment)
     wanted_service = build.service(ctx.settings, cr)
@@ -113,6 +114,7 @@ def reconcile(ctx: Context, key: WorkKey) -> float | None:
         kube.SERVICES,
         wanted_service,
         existing=ctx.cache.get("services", key.namespace, wanted_service["metadata"]["name"]),
+        likely_absent=True,
     )
     ctx.cache.upsert("services", service)
     pods = [p for p in service_pods(ctx, cr) if not p["metadata"].get("deletionTimestamp")]

@@ -150,16 +150,19 @@ def _drive(
         base = _base_model(ctx, cr, run)
     master = ""
     if run.spec.workers > 1:
-        service = ctx.api.ensure(kube.SERVICES, build.rendezvous_service(ctx.settings, cr))
+        wanted = build.rendezvous_service(ctx.settings, cr)
+        cached = ctx.cache.get("services", namespace, wanted["metadata"]["name"])
+        service = ctx.api.ensure(kube.SERVICES, wanted, existing=cached, likely_absent=True)
+        ctx.cache.upsert("services", service)
         master = str(service.get("spec", {}).get("clusterIP", ""))
     ctx.ensure_worker_account(namespace)
     ctx.ensure_secret(cr, build.trainer_config(ctx.settings, cr, base))
     desired = build.job(ctx.settings, cr, suspend=run.spec.suspend, master_addr=master)
-    job = ctx.api.ensure(kube.JOBS, desired, job_drift, existing=job)
+    job = ctx.api.ensure(kube.JOBS, desired, job_drift, existing=job, likely_absent=job is None)
     ctx.cache.upsert("jobs", job)
     jv = podstate.job_view(job)
     if report is not None and report.final:
-        if jv.complete or jv.failed or not view.running:
+        if jv.complete or jv.failed or not jv.active:
             return _final(ctx, status, conditions, report)
         return 1.0  # rank 0 is done; the other ranks are finishing: no phase change meanwhile
     if jv.complete:
