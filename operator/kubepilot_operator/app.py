@@ -86,6 +86,8 @@ class Operator:
             # The echo of the operator's own write is already cached from the API's answer: the
             # pass that wrote it saw this state, so only the objects that depend on it need a pass.
             echo = not self.cache.upsert(plural, body)
+        if echo and plural not in KIND_BY_PLURAL:
+            return  # a child the operator just created or patched: its owner's pass saw it
         for key in self._affected(plural, body):
             if echo and key == WorkKey(plural, namespace, name):
                 continue

@@ -214,7 +214,12 @@ class Settings(BaseSettings):
     )
     huggingFaceEndpoint: str = Field(default="", description="HF_ENDPOINT for downloads; empty: public hub.")
     civitaiApiBase: str = ""
-    reconcileWorkers: int = Field(default=8, ge=1, le=256, description="Objects reconciled at once.")
+    reconcileWorkers: int = Field(
+        default=32,
+        ge=1,
+        le=256,
+        description="Objects reconciled at once (passes mostly wait on the API server).",
+    )
     healthPort: int = Field(default=8080, ge=0, le=65535, description="kopf liveness endpoint; 0: off.")
     defaultGeneratorModel: str = Field(
         default="", description="Model (relative to models) for jobs and generator services that name none."

@@ -336,7 +336,7 @@ def _start_oneshot(
     conditions.set(
         T.SCHEDULED, True, R.ONE_SHOT_JOB, f"runs as the one-shot Job {created['metadata']['name']}"
     )
-    return POLL_SECONDS
+    return None  # the Job's and its pod's events bring the next pass
 
 
 def _follow_oneshot(
@@ -365,4 +365,4 @@ def _follow_oneshot(
     if view.running:
         status["phase"] = "Processing"
         status.setdefault("startedAt", timestamp())
-    return POLL_SECONDS
+    return None
