@@ -194,3 +194,41 @@ def test_a_job_whose_service_pod_dies_is_scheduled_again_and_completes(
     done = objects.wait_phase("generationjobs", "orphan", "Completed", "Failed", "Cancelled", timeout=120)
     assert done["phase"] == "Completed", done
     assert any(line.startswith("Rescheduled") for line in objects.events("orphan"))
+
+
+def test_a_service_past_its_maximum_duration_is_stopped(operator: OperatorProcess, objects: Objects) -> None:
+    web_service(objects, "bounded", maxDurationSeconds=3)
+    objects.wait_phase("serviceinstances", "bounded", "Running", timeout=40)
+    stopped = objects.wait_phase("serviceinstances", "bounded", "Stopped", timeout=30)
+    assert condition(stopped, "Available")["reason"] == "MaxDurationReached"
+
+
+def test_a_job_naming_a_stopped_service_starts_it_when_asked(
+    operator: OperatorProcess, objects: Objects, storage: Storage, tiny_sd: Path
+) -> None:
+    objects.create(
+        "serviceinstances",
+        "ServiceInstance",
+        "sleepy",
+        {"serviceType": "kubepilot-generator", "models": ["diffusers/tiny-sd"], "running": False},
+    )
+    objects.wait_phase("serviceinstances", "sleepy", "Stopped", timeout=30)
+    spec = {
+        "type": "txt2img",
+        "model": "diffusers/tiny-sd",
+        "prompt": "x",
+        "width": 64,
+        "height": 64,
+        "steps": 2,
+    }
+    objects.create(
+        "generationjobs",
+        "GenerationJob",
+        "wake",
+        {**spec, "serviceRef": {"name": "sleepy"}, "autoStartService": True},
+    )
+    waiting = objects.wait("generationjobs", "wake", lambda s: bool(condition(s, "Scheduled")), 30)
+    assert condition(waiting, "Scheduled")["reason"] == "WaitingForService"
+    done = objects.wait_phase("generationjobs", "wake", "Completed", "Failed", timeout=120)
+    assert done["phase"] == "Completed" and done["assignedService"] == "sleepy", done
+    assert objects.get("serviceinstances", "sleepy")["spec"]["running"] is True
