@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -218,3 +219,84 @@ def test_nulls_of_non_nullable_fields_are_dropped_then_defaulted(
 ) -> None:
     created = _create(kube_api, namespace, {"size": "small", "replicas": None, "label": None})
     assert created["spec"] == {"size": "small", "replicas": 1}
+
+
+def test_rules_added_later_ratchet_unchanged_values(kube_api: Any, namespace: str) -> None:
+    """Validation ratcheting (KEP-4008): a value an update leaves alone is not judged again."""
+    extensions = client.ApiextensionsV1Api(kube_api)
+    group, plural = "ratchet.kubepilot.io", "gadgets"
+
+    def crd(rules: list[dict[str, str]]) -> dict[str, Any]:
+        spec_schema: dict[str, Any] = {
+            "type": "object",
+            "properties": {"size": {"type": "integer"}, "note": {"type": "string"}},
+        }
+        if rules:
+            spec_schema["x-kubernetes-validations"] = rules
+        return {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{plural}.{group}"},
+            "spec": {
+                "group": group,
+                "scope": "Namespaced",
+                "names": {"plural": plural, "singular": "gadget", "kind": "Gadget"},
+                "versions": [
+                    {
+                        "name": "v1",
+                        "served": True,
+                        "storage": True,
+                        "subresources": {"status": {}},
+                        "schema": {
+                            "openAPIV3Schema": {
+                                "type": "object",
+                                "properties": {
+                                    "spec": spec_schema,
+                                    "status": {
+                                        "type": "object",
+                                        "x-kubernetes-preserve-unknown-fields": True,
+                                    },
+                                },
+                            }
+                        },
+                    }
+                ],
+            },
+        }
+
+    extensions.create_custom_resource_definition(crd([]))
+    try:
+        custom = client.CustomObjectsApi(kube_api)
+        for _ in range(50):
+            try:
+                custom.list_namespaced_custom_object(group, "v1", namespace, plural)
+                break
+            except client.ApiException:
+                time.sleep(0.1)
+        body = {
+            "apiVersion": f"{group}/v1",
+            "kind": "Gadget",
+            "metadata": {"name": "g"},
+            "spec": {"size": 50},
+        }
+        custom.create_namespaced_custom_object(group, "v1", namespace, plural, body)
+        current = extensions.read_custom_resource_definition(f"{plural}.{group}")
+        updated = crd([{"rule": "self.size <= 10", "message": "size must be at most 10"}])
+        updated["metadata"]["resourceVersion"] = current.metadata.resource_version
+        extensions.replace_custom_resource_definition(f"{plural}.{group}", updated)
+
+        labelled = custom.patch_namespaced_custom_object(
+            group, "v1", namespace, plural, "g", {"metadata": {"labels": {"seen": "yes"}}}
+        )
+        assert labelled["metadata"]["labels"] == {"seen": "yes"}
+        custom.patch_namespaced_custom_object_status(
+            group, "v1", namespace, plural, "g", {"status": {"ok": True}}
+        )
+        with pytest.raises(client.ApiException) as raised:
+            custom.patch_namespaced_custom_object(
+                group, "v1", namespace, plural, "g", {"spec": {"note": "x"}}
+            )
+        assert raised.value.status == 422
+        assert "size must be at most 10" in json.loads(raised.value.body)["message"]
+    finally:
+        extensions.delete_custom_resource_definition(f"{plural}.{group}")

@@ -39,8 +39,13 @@ def _join(path: str, key: str) -> str:
 
 
 def evaluate(schema: JsonObject, value: Any, old: Any, path: str, causes: list[JsonObject]) -> None:
-    """Append an Invalid cause for every failing rule under ``schema`` (``old`` is None on create)."""
-    if value is None:
+    """Append an Invalid cause for every failing rule under ``schema`` (``old`` is None on create).
+
+    Validation ratcheting, as Kubernetes does it (KEP-4008, on by default since 1.30): a value an
+    update leaves unchanged is not held to the rules again, so a rule added to a CRD later does not
+    lock existing objects, and a status write does not re-run every rule of the unchanged spec.
+    """
+    if value is None or (old is not None and value == old):
         return
     for rule_spec in schema.get("x-kubernetes-validations") or []:
         rule = rule_spec.get("rule", "")
