@@ -16,7 +16,8 @@ MAX_NAME = 63
 HASH_LENGTH = 8
 MANAGED_BY = "kubepilot-operator"
 FINALIZER = "kubepilot.io/files"
-"""Held by ModelPulls until their files are removed (or retained)."""
+"""Held by ModelPulls until their files are removed (or retained), and by GenerationJobs with
+``retainFilesOnDelete: false`` until their images are removed."""
 RESTART_ANNOTATION = "kubepilot.io/restartedAt"
 """Pod-template annotation whose change rolls a Deployment, as ``kubectl rollout restart`` does."""
 ACTION_PARAMS_SUFFIX = "-params"

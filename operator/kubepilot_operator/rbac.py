@@ -32,8 +32,9 @@ RULES: tuple[Rule, ...] = (
     # ModelPulls carry the files finalizer; ServiceInstances are stopped by culling and the
     # schedule, and started for a GenerationJob that asks for it.
     Rule(GROUP, ("modelpulls", "serviceinstances"), ("patch",)),
-    # Finished GenerationJobs with ttlSecondsAfterFinished are deleted.
-    Rule(GROUP, ("generationjobs",), ("delete",)),
+    # Finished GenerationJobs with ttlSecondsAfterFinished are deleted; those that do not retain
+    # their images carry the files finalizer.
+    Rule(GROUP, ("generationjobs",), ("patch", "delete")),
     # Status is a separate subresource; the operator is its only writer (merge patches).
     Rule(GROUP, tuple(f"{kind}/status" for kind in KINDS), ("patch",)),
     # Children point at their CR with blockOwnerDeletion, which needs update on the owner's finalizers.

@@ -49,7 +49,7 @@ def test_the_cluster_role_covers_exactly_what_the_operator_uses(
     election = {"leaderElection": {"leaseName": f"rbac-{objects.namespace}"}}
     operator = OperatorProcess(devcluster, storage, tmp_path, extra=election, record_api_use=record).start()
     try:
-        _exercise(objects, hub)
+        _exercise(objects, hub, storage)
     finally:
         operator.stop()
     used = {tuple(item) for item in json.loads(record.read_text())}
@@ -65,7 +65,7 @@ def test_the_cluster_role_covers_exactly_what_the_operator_uses(
     assert unused == [], f"the ClusterRole grants more than the operator uses: {unused}"
 
 
-def _exercise(objects: Objects, hub: HubFake) -> None:
+def _exercise(objects: Objects, hub: HubFake, storage: Storage) -> None:
     """Every path that talks to the API server: children, status, finalizers, events, actions."""
     ns = objects.namespace
     objects.core.create_namespaced_secret(
@@ -135,7 +135,7 @@ def _exercise(objects: Objects, hub: HubFake) -> None:
     objects.wait("serviceinstances", "gen", lambda s: s.get("observedGeneration") == 2, 30, "reconciled")
     objects.patch("serviceinstances", "gen", {"spec": {"running": True}})
     objects.wait_phase("serviceinstances", "gen", "Starting", "Running", "Error")
-    objects.create(
+    made = objects.create(
         "generationjobs",
         "GenerationJob",
         "img",
@@ -146,10 +146,15 @@ def _exercise(objects: Objects, hub: HubFake) -> None:
             "width": 64,
             "height": 64,
             "steps": 1,
-            "ttlSecondsAfterFinished": 0,
+            "ttlSecondsAfterFinished": 3,
+            "retainFilesOnDelete": False,
         },
     )
-    objects.wait_gone("generationjobs", "img", timeout=120)
+    images = storage.outputs / "generations" / ns / f"img-{made['metadata']['uid'][:8]}"
+    objects.wait_phase("generationjobs", "img", "Completed", timeout=120)
+    assert any(images.glob("*.png")), "the job wrote its images"
+    objects.wait_gone("generationjobs", "img", timeout=60)
+    assert not images.exists(), "retainFilesOnDelete: false removes the job's images with it"
     when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     schedule = client.V1ConfigMap(
         metadata=client.V1ObjectMeta(name="kubepilot-schedule"), data={"shutdownAt": when}

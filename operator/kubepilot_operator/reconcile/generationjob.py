@@ -9,6 +9,7 @@ the job gets it again; cancel leaves the queue or interrupts the backend.
 from __future__ import annotations
 
 import logging
+import shutil
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,10 +25,12 @@ from kubepilot_operator import kube
 from kubepilot_operator.builders import generationjob as build
 from kubepilot_operator.builders.common import job_drift, report_url
 from kubepilot_operator.conditions import ConditionSet, timestamp
+from kubepilot_operator.naming import FINALIZER
 from kubepilot_operator.reconcile import podstate
 from kubepilot_operator.reconcile.context import Context, copy_status
 from kubepilot_operator.reconcile.dependencies import Unresolved, resolve_loras, resolve_model
 from kubepilot_operator.reconcile.serviceinstance import executor_url, parse_time
+from kubepilot_operator.reconcile.storage import inside
 from kubepilot_operator.workqueue import WorkKey
 
 log = logging.getLogger(__name__)
@@ -42,10 +45,18 @@ _http = httpx.Client(timeout=EXECUTOR_TIMEOUT, transport=httpx.HTTPTransport(ret
 
 def reconcile(ctx: Context, key: WorkKey) -> float | None:
     cr = ctx.cache.get(PLURAL, key.namespace, key.name)
-    if cr is None or cr["metadata"].get("deletionTimestamp"):
+    if cr is None:
         ctx.reports.forget(key)
         return None
     job = GenerationJob.model_validate(cr)
+    finalizers = list(cr["metadata"].get("finalizers") or [])
+    if cr["metadata"].get("deletionTimestamp"):
+        if FINALIZER in finalizers:
+            _remove_outputs(ctx, cr, finalizers)
+        ctx.reports.forget(key)
+        return None
+    if not job.spec.retainFilesOnDelete and FINALIZER not in finalizers:
+        cr = ctx.patch_object(PLURAL, cr, {"metadata": {"finalizers": [*finalizers, FINALIZER]}})
     generation = int(cr["metadata"].get("generation", 0))
     status = copy_status(cr)
     status["observedGeneration"] = generation
@@ -79,6 +90,24 @@ def reconcile(ctx: Context, key: WorkKey) -> float | None:
         if job.spec.ttlSecondsAfterFinished is not None:
             return float(job.spec.ttlSecondsAfterFinished) + 0.5
     return requeue
+
+
+def _remove_outputs(ctx: Context, cr: Obj, finalizers: list[str]) -> None:
+    """``retainFilesOnDelete: false``: the job's image folder goes with it, then the finalizer."""
+    outputs = ctx.settings.storage.outputs.local()
+    folder = inside(outputs, build.output_dir(cr)) if outputs is not None else None
+    if folder is not None and folder.is_dir():
+        shutil.rmtree(folder, ignore_errors=True)
+    index = finalizers.index(FINALIZER)
+    ctx.patch_object(
+        PLURAL,
+        cr,
+        [
+            {"op": "test", "path": f"/metadata/finalizers/{index}", "value": FINALIZER},
+            {"op": "remove", "path": f"/metadata/finalizers/{index}"},
+        ],
+        content_type=kube.JSON_PATCH,
+    )
 
 
 def _expire(ctx: Context, cr: Obj, job: GenerationJob, status: Obj) -> float | None:
