@@ -19,6 +19,7 @@ from typing import Any
 from kubernetes import client
 
 from kubepilot_api.constants import GROUP, VERSION
+from kubepilot_api.paths import resource_path
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +42,7 @@ class Resource:
         return self.api_version.rpartition("/")[0]
 
     def path(self, namespace: str = "", name: str = "", subresource: str = "") -> str:
-        base = f"/api/{self.api_version}" if "/" not in self.api_version else f"/apis/{self.api_version}"
-        parts = [base]
-        if namespace:
-            parts.append(f"namespaces/{namespace}")
-        parts.append(self.plural)
-        if name:
-            parts.append(name)
-        if subresource:
-            parts.append(subresource)
-        return "/".join(parts)
+        return resource_path(self.api_version, self.plural, namespace, name, subresource)
 
 
 JOBS = Resource("batch/v1", "jobs")

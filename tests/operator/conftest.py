@@ -14,24 +14,15 @@ import pytest
 from kubernetes import client
 
 from kubepilot_devcluster.testing import DevCluster, devcluster, kube_api
-from tests.operator.harness import Objects, OperatorProcess, Storage, apply_crds
+from tests.operator.harness import Objects, OperatorProcess, Storage, crds
 from tests.workers.hubfake import HubFake
 
-__all__ = ["devcluster", "kube_api"]
+__all__ = ["crds", "devcluster", "kube_api"]
 
 
 @pytest.fixture(scope="session")
 def storage(tmp_path_factory: pytest.TempPathFactory) -> Storage:
     return Storage(tmp_path_factory.mktemp("volumes"))
-
-
-@pytest.fixture(scope="session")
-def crds(devcluster: DevCluster) -> None:
-    api = client.ApiClient(client.Configuration(host=devcluster.url))
-    try:
-        apply_crds(api)
-    finally:
-        api.close()  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from kubernetes import client
 
@@ -278,3 +279,13 @@ def condition(status: JsonObject, type_: str) -> JsonObject:
         if item.get("type") == type_:
             return dict(item)
     return {}
+
+
+@pytest.fixture(scope="session")
+def crds(devcluster: DevCluster) -> None:
+    """Our four CRDs on the session's devcluster (conftests import this fixture)."""
+    api = client.ApiClient(client.Configuration(host=devcluster.url))
+    try:
+        apply_crds(api)
+    finally:
+        api.close()  # type: ignore[no-untyped-call]
