@@ -72,6 +72,7 @@ class Operator:
             max_workers=settings.reconcileWorkers, thread_name_prefix="reconcile"
         )
         self.intake_port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- kopf feeds these ------------------------------------------------------------------------
 
@@ -150,6 +151,11 @@ class Operator:
         if self.queue is not None:
             self.queue.add(key, delay)
 
+    def _enqueue_from_any_thread(self, key: WorkKey, delay: float = 0.0) -> None:
+        """For reconcilers, which run in worker threads: the queue lives on the event loop."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._enqueue, key, delay)
+
     def _enqueue_report(self, key: WorkKey, interval: float, final: bool) -> None:
         if self.queue is None:
             return
@@ -162,6 +168,7 @@ class Operator:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self._loop = loop
         key = await loop.run_in_executor(
             self._executor, tokens.load_or_create_key, self.api, self.settings.operatorNamespace
         )
@@ -173,7 +180,7 @@ class Operator:
             reports=self.reports,
             metrics=self.metrics,
             intake_key=key,
-            enqueue=self._enqueue,
+            enqueue=self._enqueue_from_any_thread,
         )
         intake = Intake(
             cache=self.cache,

@@ -114,6 +114,10 @@ class Context:
             kube.custom(plural), meta["namespace"], meta["name"], body, content_type=content_type
         )
         self.cache.upsert(plural, updated)
+        # A spec or metadata change is the patched object's business: its echo queues nothing (it is
+        # already cached), so queue it here. A GenerationJob starting its service relies on this.
+        if self.enqueue is not None:
+            self.enqueue(WorkKey(plural, meta["namespace"], meta["name"]))
         return updated
 
     def orchestration(self, conditions: ConditionSet, pods_view: PodView, kind: str) -> None:
