@@ -1,0 +1,159 @@
+"""Per-profile error envelopes: every error a profile answers goes through one function.
+
+A profile's seed fixes the shape of its errors (``{"detail": ...}``, ``{"error": ...}``, a 400
+for bad input rather than a 422...). ``install_error_envelope`` routes HTTP errors, validation
+errors, API server errors and unexpected exceptions through the profile's ``Envelope``, so the
+shape is decided in one place and an unexpected exception never shows a traceback.
+"""
+
+from __future__ import annotations
+
+import http
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
+
+from kubepilot_gateway.kube.errors import (
+    AlreadyExists,
+    ApiError,
+    Conflict,
+    Invalid,
+    KubeError,
+    KubeUnavailable,
+    NotFound,
+    TooManyRequests,
+)
+
+ProblemSource = Literal["http", "validation", "kube", "auth", "internal"]
+
+INTERNAL_ERROR = "Internal Server Error"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One error to answer.
+
+    ``detail`` is what FastAPI would put under ``"detail"`` (a string, or the list of validation
+    errors); ``message`` is always one human-readable line.
+    """
+
+    status: int
+    detail: Any
+    message: str
+    source: ProblemSource
+    headers: Mapping[str, str] | None = None
+
+
+Envelope = Callable[[Request, Problem], Response]
+"""Turns a problem into the profile's response."""
+
+
+def default_envelope(request: Request, problem: Problem) -> Response:
+    """FastAPI's own shape: ``{"detail": ...}``."""
+    return JSONResponse(
+        {"detail": jsonable_encoder(problem.detail)},
+        status_code=problem.status,
+        headers=dict(problem.headers) if problem.headers else None,
+    )
+
+
+KUBE_ERROR_STATUS: Mapping[type[KubeError], int] = {
+    NotFound: 404,
+    AlreadyExists: 409,
+    Conflict: 409,
+    Invalid: 422,
+    TooManyRequests: 503,
+    KubeUnavailable: 503,
+}
+"""API server errors a profile answers as its own status; any other is unexpected (a 500)."""
+
+_ENVELOPE_STATE = "kubepilot_error_envelope"
+
+
+def envelope_of(app: Any) -> Envelope:
+    """The envelope installed on ``app`` (a FastAPI/Starlette app), else the default."""
+    envelope = getattr(getattr(app, "state", None), _ENVELOPE_STATE, None)
+    return envelope if callable(envelope) else default_envelope
+
+
+def has_error_envelope(app: FastAPI) -> bool:
+    return getattr(app.state, _ENVELOPE_STATE, None) is not None
+
+
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP {status}"
+
+
+def _has_body(status: int) -> bool:
+    return status >= 200 and status not in (204, 205, 304)
+
+
+def validation_message(errors: list[Any]) -> str:
+    """One line for a list of validation errors: ``body.name: Field required; ...``."""
+    parts = []
+    for error in errors:
+        location = ".".join(str(part) for part in error.get("loc", ()))
+        parts.append(f"{location}: {error.get('msg', 'invalid')}" if location else str(error.get("msg")))
+    return "; ".join(parts) or "Invalid request"
+
+
+def install_error_envelope(
+    app: FastAPI,
+    envelope: Envelope = default_envelope,
+    *,
+    validation_status: int = 422,
+    kube_status: Mapping[type[KubeError], int] = KUBE_ERROR_STATUS,
+) -> None:
+    """Route every error ``app`` answers through ``envelope``.
+
+    HTTP errors keep their status; request validation errors get ``validation_status``; API
+    server errors get their ``kube_status`` (the API server's message as detail, except for an
+    unreachable server); anything else becomes a 500 whose detail says nothing about the cause
+    (the gateway logs it with its traceback).
+    """
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        headers = dict(exc.headers) if exc.headers else None
+        if not _has_body(exc.status_code):
+            return Response(status_code=exc.status_code, headers=headers)
+        message = exc.detail if isinstance(exc.detail, str) else _phrase(exc.status_code)
+        return envelope(request, Problem(exc.status_code, exc.detail, message, "http", headers))
+
+    async def on_validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = list(exc.errors())
+        return envelope(request, Problem(validation_status, errors, validation_message(errors), "validation"))
+
+    async def on_kube(request: Request, exc: Exception) -> Response:
+        status = next((kube_status[cls] for cls in type(exc).__mro__ if cls in kube_status), None)
+        if status is None:  # not one of ours: the 500 path, logged by the guard
+            raise exc
+        if isinstance(exc, ApiError):
+            message = exc.message
+            headers = {"Retry-After": str(int(exc.retry_after))} if exc.retry_after else None
+        else:
+            # The connection error names hosts and paths: keep it in the log, out of the answer.
+            message, headers = "The Kubernetes API server is unavailable", None
+        return envelope(request, Problem(status, message, message, "kube", headers))
+
+    async def on_internal(request: Request, exc: Exception) -> Response:
+        return envelope(request, Problem(500, INTERNAL_ERROR, INTERNAL_ERROR, "internal"))
+
+    app.add_exception_handler(HTTPException, on_http)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    for cls in kube_status:
+        app.add_exception_handler(cls, on_kube)
+    # Starlette answers this one from its outermost middleware, then re-raises for the server
+    # (here: the gateway's request guard) to log.
+    app.add_exception_handler(Exception, on_internal)
+    setattr(app.state, _ENVELOPE_STATE, envelope)
