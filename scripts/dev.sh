@@ -23,7 +23,9 @@ mkdir -p "$data_dir"/volumes/{models,datasets,outputs}
 kubepilot devcluster --port "$port" --data-dir "$data_dir" &
 cluster=$!
 operator=""
+gateway=""
 cleanup() {
+  [ -n "$gateway" ] && kill -TERM "$gateway" 2>/dev/null && wait "$gateway" 2>/dev/null
   [ -n "$operator" ] && kill -TERM "$operator" 2>/dev/null && wait "$operator" 2>/dev/null
   kill -TERM "$cluster" 2>/dev/null; wait "$cluster" 2>/dev/null
 }
@@ -55,8 +57,18 @@ rendezvous: {servicePort: 29400, listenPort: 29500}
 YAML
 kubepilot operator --settings "$settings" >"$data_dir/operator.log" 2>&1 &
 operator=$!
+# The gateway: every API profile built so far on its native port, all of them under /p/<profile>
+# on the combined port.
+kubepilot gateway --namespace default --combined-port "${KUBEPILOT_GATEWAY_PORT:-9000}" \
+  >"$data_dir/gateway.log" 2>&1 &
+gateway=$!
 for _ in $(seq 1 100); do
   if curl -fsS "http://127.0.0.1:${KUBEPILOT_INTAKE_PORT:-8081}/healthz" 2>/dev/null | grep -q '"leader": true'; then break; fi
+  sleep 0.2
+done
+
+for _ in $(seq 1 100); do
+  if curl -fsS "http://127.0.0.1:${KUBEPILOT_GATEWAY_PORT:-9000}/healthz" 2>/dev/null | grep -q '"synced": *true'; then break; fi
   sleep 0.2
 done
 
@@ -69,6 +81,9 @@ kubepilot is up: devcluster on http://127.0.0.1:$port, operator reconciling (log
   kubectl describe modelpull sdxl-base
   curl -s http://127.0.0.1:${KUBEPILOT_INTAKE_PORT:-8081}/metrics | grep ^kubepilot_
 Volumes (models, datasets, outputs) are folders under $volumes.
-The gateway (the five dashboard APIs) is not built yet. Ctrl-C stops the operator, the devcluster and its pods.
+Gateway (log: $data_dir/gateway.log): ControlPilot's service endpoints on http://127.0.0.1:7878
+(curl -s http://127.0.0.1:7878/api/services), every profile under http://127.0.0.1:${KUBEPILOT_GATEWAY_PORT:-9000}/p/<profile>.
+The rest of the ControlPilot API and the other four profiles are still to come.
+Ctrl-C stops the gateway, the operator, the devcluster and its pods.
 MSG
 wait $cluster
