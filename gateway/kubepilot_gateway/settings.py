@@ -120,13 +120,17 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
 
+def read_settings_file(path: str | Path | None = None) -> dict[str, Any]:
+    """The YAML mapping of the settings file (``path`` or ``$KUBEPILOT_GATEWAY_SETTINGS``); {} for none."""
+    path = path or os.environ.get(SETTINGS_FILE_ENV) or None
+    if not path:
+        return {}
+    loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: gateway settings must be a mapping")
+    return dict(loaded)
+
+
 def load_settings(path: str | Path | None = None) -> Settings:
     """Settings from a YAML file (if any), overridden by the environment."""
-    path = path or os.environ.get(SETTINGS_FILE_ENV) or None
-    data: dict[str, Any] = {}
-    if path:
-        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: gateway settings must be a mapping")
-        data = loaded
-    return Settings(**data)
+    return Settings(**read_settings_file(path))

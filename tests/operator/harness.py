@@ -289,3 +289,30 @@ def crds(devcluster: DevCluster) -> None:
         apply_crds(api)
     finally:
         api.close()  # type: ignore[no-untyped-call]
+
+
+TINY_MODEL = "diffusers/tiny-sd"
+"""The tiny Stable Diffusion folder the ``tiny_sd`` fixture builds, relative to the models volume."""
+
+
+def tiny_lora_run(dataset: str, output: str, max_steps: int, **extra: Any) -> JsonObject:
+    """A built-in LoRA TrainingRun spec on the tiny model, small enough for a CPU."""
+    return {
+        "trainer": "kubepilot-lora",
+        "baseModel": {"path": TINY_MODEL},
+        "dataset": {"path": dataset},
+        "output": {"name": output},
+        "hyperparameters": {"resolution": 64, "maxSteps": max_steps, "rank": 4, "alpha": 4},
+        **extra,
+    }
+
+
+def tiny_txt2img(**extra: Any) -> JsonObject:
+    """A 64x64 txt2img GenerationJob spec on the tiny model."""
+    return {"type": "txt2img", "model": TINY_MODEL, "prompt": "a cat", "width": 64, "height": 64, **extra}
+
+
+def tiny_generator(objects: Objects, name: str, **extra: Any) -> None:
+    """A kubepilot-generator ServiceInstance serving the tiny model."""
+    spec = {"serviceType": "kubepilot-generator", "models": [TINY_MODEL], **extra}
+    objects.create("serviceinstances", "ServiceInstance", name, spec)

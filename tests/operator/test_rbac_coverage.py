@@ -14,7 +14,7 @@ from kubernetes import client
 
 from kubepilot_devcluster.testing import DevCluster
 from kubepilot_operator.rbac import RULES, covers
-from tests.operator.harness import Objects, OperatorProcess, Storage
+from tests.operator.harness import Objects, OperatorProcess, Storage, tiny_lora_run
 from tests.workers.hubfake import FakeFile, HubFake, bytes_of
 
 pytestmark = pytest.mark.slow
@@ -92,12 +92,7 @@ def _exercise(objects: Objects, hub: HubFake, storage: Storage) -> None:
         "trainingruns",
         "TrainingRun",
         "waits",
-        {
-            "trainer": "kubepilot-lora",
-            "baseModel": {"path": "diffusers/tiny-sd"},
-            "dataset": {"path": f"missing-{ns}"},
-            "output": {"name": f"w-{ns}"},
-        },
+        tiny_lora_run(f"missing-{ns}", f"w-{ns}", max_steps=10),
     )
     objects.wait("trainingruns", "waits", lambda s: bool(s.get("conditions")), 30, "a status")
     hub.throttle_bytes_per_second = 100_000

@@ -13,7 +13,7 @@ from kubernetes import client
 
 from kubepilot_devcluster.testing import DevCluster
 from kubepilot_operator.settings import default_catalog
-from tests.operator.harness import Objects, OperatorProcess, Storage, condition
+from tests.operator.harness import Objects, OperatorProcess, Storage, condition, tiny_generator, tiny_txt2img
 
 pytestmark = pytest.mark.slow
 
@@ -137,14 +137,9 @@ def test_the_shutdown_schedule_stops_every_running_service(
 def test_generation_jobs_run_on_a_generator_service_queue_and_cancel(
     operator: OperatorProcess, objects: Objects, storage: Storage, tiny_sd: Path
 ) -> None:
-    objects.create(
-        "serviceinstances",
-        "ServiceInstance",
-        "gen",
-        {"serviceType": "kubepilot-generator", "models": ["diffusers/tiny-sd"]},
-    )
+    tiny_generator(objects, "gen")
     objects.wait_phase("serviceinstances", "gen", "Running", timeout=90)
-    base = {"type": "txt2img", "model": "diffusers/tiny-sd", "prompt": "a cat", "width": 64, "height": 64}
+    base = tiny_txt2img()
     objects.create("generationjobs", "GenerationJob", "long", {**base, "steps": 400})
     objects.wait_phase("generationjobs", "long", "Processing", timeout=60)
     objects.create("generationjobs", "GenerationJob", "queued", {**base, "steps": 2})
@@ -179,14 +174,9 @@ def test_generation_jobs_run_on_a_generator_service_queue_and_cancel(
 def test_a_job_whose_service_pod_dies_is_scheduled_again_and_completes(
     operator: OperatorProcess, objects: Objects, storage: Storage, tiny_sd: Path
 ) -> None:
-    objects.create(
-        "serviceinstances",
-        "ServiceInstance",
-        "fragile",
-        {"serviceType": "kubepilot-generator", "models": ["diffusers/tiny-sd"]},
-    )
+    tiny_generator(objects, "fragile")
     objects.wait_phase("serviceinstances", "fragile", "Running", timeout=90)
-    spec = {"type": "txt2img", "model": "diffusers/tiny-sd", "prompt": "x", "width": 64, "height": 64}
+    spec = tiny_txt2img()
     objects.create("generationjobs", "GenerationJob", "orphan", {**spec, "steps": 300})
     objects.wait_phase("generationjobs", "orphan", "Processing", timeout=60)
     for pod in objects.pods("kubepilot.io/name=fragile"):
@@ -206,21 +196,9 @@ def test_a_service_past_its_maximum_duration_is_stopped(operator: OperatorProces
 def test_a_job_naming_a_stopped_service_starts_it_when_asked(
     operator: OperatorProcess, objects: Objects, storage: Storage, tiny_sd: Path
 ) -> None:
-    objects.create(
-        "serviceinstances",
-        "ServiceInstance",
-        "sleepy",
-        {"serviceType": "kubepilot-generator", "models": ["diffusers/tiny-sd"], "running": False},
-    )
+    tiny_generator(objects, "sleepy", running=False)
     objects.wait_phase("serviceinstances", "sleepy", "Stopped", timeout=30)
-    spec = {
-        "type": "txt2img",
-        "model": "diffusers/tiny-sd",
-        "prompt": "x",
-        "width": 64,
-        "height": 64,
-        "steps": 2,
-    }
+    spec = tiny_txt2img(steps=2)
     objects.create(
         "generationjobs",
         "GenerationJob",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.operator.harness import Objects, OperatorProcess, Storage, condition
+from tests.operator.harness import Objects, OperatorProcess, Storage, condition, tiny_lora_run
 from tests.workers._trainer_tiny import make_dataset
 from tests.workers.hubfake import FakeFile, HubFake
 
@@ -127,14 +127,7 @@ def test_a_run_past_its_deadline_fails_with_the_reason(
         "trainingruns",
         "TrainingRun",
         "late",
-        {
-            "trainer": "kubepilot-lora",
-            "baseModel": {"path": "diffusers/tiny-sd"},
-            "dataset": {"path": f"d-{objects.namespace}"},
-            "output": {"name": f"late-{objects.namespace}"},
-            "hyperparameters": {"resolution": 64, "maxSteps": 100000, "rank": 4, "alpha": 4},
-            "activeDeadlineSeconds": 3,
-        },
+        tiny_lora_run(f"d-{objects.namespace}", f"late-{objects.namespace}", 100000, activeDeadlineSeconds=3),
     )
     status = objects.wait_phase("trainingruns", "late", "Failed", timeout=60)
     assert condition(status, "Failed")["reason"] == "DeadlineExceeded"
@@ -148,14 +141,7 @@ def test_a_suspended_run_waits_without_a_pod_resumes_and_stops_gracefully(
         "trainingruns",
         "TrainingRun",
         "held",
-        {
-            "trainer": "kubepilot-lora",
-            "baseModel": {"path": "diffusers/tiny-sd"},
-            "dataset": {"path": f"s-{objects.namespace}"},
-            "output": {"name": f"held-{objects.namespace}"},
-            "hyperparameters": {"resolution": 64, "maxSteps": 100000, "rank": 4, "alpha": 4},
-            "suspend": True,
-        },
+        tiny_lora_run(f"s-{objects.namespace}", f"held-{objects.namespace}", 100000, suspend=True),
         labels={"kueue.x-k8s.io/queue-name": "gpu-queue"},
     )
     suspended = objects.wait_phase("trainingruns", "held", "Suspended", timeout=30)
@@ -181,14 +167,7 @@ def test_a_run_over_two_pods_trains_as_one_indexed_job(
         "trainingruns",
         "TrainingRun",
         "pair",
-        {
-            "trainer": "kubepilot-lora",
-            "baseModel": {"path": "diffusers/tiny-sd"},
-            "dataset": {"path": f"m-{objects.namespace}"},
-            "output": {"name": f"pair-{objects.namespace}"},
-            "hyperparameters": {"resolution": 64, "maxSteps": 6, "rank": 4, "alpha": 4},
-            "workers": 2,
-        },
+        tiny_lora_run(f"m-{objects.namespace}", f"pair-{objects.namespace}", 6, workers=2),
     )
     done = objects.wait_phase("trainingruns", "pair", "Succeeded", "Failed", timeout=120)
     assert done["phase"] == "Succeeded", done

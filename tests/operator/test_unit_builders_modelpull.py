@@ -15,18 +15,14 @@ from kubepilot_api.modelpull import ModelPull
 from kubepilot_api.workers.config import DownloaderConfig
 from kubepilot_operator.builders import common
 from kubepilot_operator.builders import modelpull as build
-from kubepilot_operator.settings import GpuProfile, Intake, Settings, Storage, Toleration, Volume
+from kubepilot_operator.settings import GpuProfile, Intake, Settings, Toleration
+from tests.operator.builder_settings import settings_with
 
 Obj = dict[str, Any]
 UID = "0f1e2d3c-aaaa-bbbb-cccc-000000000001"
 
 
 def make_settings(**overrides: Any) -> Settings:
-    storage = Storage(
-        models=Volume(hostPath="/srv/kp/models", mountPath="/models"),
-        datasets=Volume(hostPath="/srv/kp/datasets", mountPath="/datasets"),
-        outputs=Volume(hostPath="/srv/kp/outputs", mountPath="/outputs"),
-    )
     profiles = {
         "default": GpuProfile(),
         "a100-mig": GpuProfile(
@@ -36,7 +32,7 @@ def make_settings(**overrides: Any) -> Settings:
             runtimeClassName="nvidia",
         ),
     }
-    return Settings(storage=storage, gpuProfiles=profiles, **overrides)
+    return settings_with(gpuProfiles=profiles, **overrides)
 
 
 def make_pull(spec: Obj | None = None, labels: dict[str, str] | None = None) -> Obj:

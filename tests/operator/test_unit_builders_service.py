@@ -14,7 +14,8 @@ from kubepilot_api.workers.config import AdapterConfig, GeneratorConfig, Generat
 from kubepilot_operator.builders import common
 from kubepilot_operator.builders import serviceinstance as build
 from kubepilot_operator.naming import RESTART_ANNOTATION, selector
-from kubepilot_operator.settings import ServiceCatalogEntry, Settings, Storage, Volume, default_catalog
+from kubepilot_operator.settings import ServiceCatalogEntry, Settings, default_catalog
+from tests.operator.builder_settings import settings_with
 
 Obj = dict[str, Any]
 UID = "3c3c3c3c-0000-1111-2222-333333333333"
@@ -22,12 +23,7 @@ DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
 def make_settings(**overrides: Any) -> Settings:
-    storage = Storage(
-        models=Volume(hostPath="/srv/kp/models", mountPath="/models"),
-        datasets=Volume(hostPath="/srv/kp/datasets", mountPath="/datasets"),
-        outputs=Volume(hostPath="/srv/kp/outputs", mountPath="/outputs"),
-    )
-    return Settings(storage=storage, **overrides)
+    return settings_with(**overrides)
 
 
 def make_service(service_type: str = "comfyui", spec: Obj | None = None, name: str = "comfy") -> Obj:

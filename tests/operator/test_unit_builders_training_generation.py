@@ -15,7 +15,8 @@ from kubepilot_operator.builders import common
 from kubepilot_operator.builders import generationjob as gen
 from kubepilot_operator.builders import trainingrun as train
 from kubepilot_operator.naming import selector
-from kubepilot_operator.settings import GpuProfile, Settings, Storage, Toleration, Volume
+from kubepilot_operator.settings import GpuProfile, Settings, Toleration
+from tests.operator.builder_settings import settings_with
 
 Obj = dict[str, Any]
 RUN_UID = "7a7a7a7a-1111-2222-3333-444444444444"
@@ -23,11 +24,6 @@ JOB_UID = "9b9b9b9b-5555-6666-7777-888888888888"
 
 
 def make_settings(**overrides: Any) -> Settings:
-    storage = Storage(
-        models=Volume(hostPath="/srv/kp/models", mountPath="/models"),
-        datasets=Volume(hostPath="/srv/kp/datasets", mountPath="/datasets"),
-        outputs=Volume(hostPath="/srv/kp/outputs", mountPath="/outputs"),
-    )
     profiles = {
         "default": GpuProfile(),
         "h100": GpuProfile(
@@ -36,7 +32,7 @@ def make_settings(**overrides: Any) -> Settings:
             runtimeClassName="nvidia",
         ),
     }
-    return Settings(storage=storage, gpuProfiles=profiles, **overrides)
+    return settings_with(gpuProfiles=profiles, **overrides)
 
 
 def make_run(spec: Obj | None = None, labels: dict[str, str] | None = None) -> Obj:

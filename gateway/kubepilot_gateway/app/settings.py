@@ -8,14 +8,11 @@ they come from a mounted Secret file or an environment variable.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any
 
-import yaml
 from pydantic import Field
 
-from kubepilot_gateway.settings import SETTINGS_FILE_ENV, Settings, Strict
+from kubepilot_gateway.settings import Settings, Strict, read_settings_file
 
 DEFAULT_TOKENS_ENV = "KUBEPILOT_GATEWAY_AUTH_TOKENS"
 
@@ -90,12 +87,6 @@ class ListenerSettings(Strict):
 
 def load_gateway_settings(path: str | Path | None = None) -> tuple[Settings, ListenerSettings]:
     """``Settings`` and ``ListenerSettings`` from one YAML file (if any), as ``load_settings`` reads it."""
-    path = path or os.environ.get(SETTINGS_FILE_ENV) or None
-    data: dict[str, Any] = {}
-    if path:
-        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: gateway settings must be a mapping")
-        data = dict(loaded)
+    data = read_settings_file(path)
     listeners = ListenerSettings.model_validate(data.pop("listeners", None) or {})
     return Settings(**data), listeners

@@ -236,6 +236,16 @@ def job_manifest(
     }
 
 
+def service_manifest(cr: Obj, suffix: str, component: str, selector: dict[str, str], ports: list[Obj]) -> Obj:
+    """A ClusterIP Service owned by the CR, named as Services must be (DNS-1035)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_meta(cr, suffix, component, service=True),
+        "spec": {"selector": selector, "ports": ports},
+    }
+
+
 def job_drift(existing: Obj, desired: Obj) -> Obj | None:
     """The Job fields we may change after creation: suspend and the deadline."""
     patch: Obj = {}

@@ -7,7 +7,7 @@ import posixpath
 
 from kubepilot_api.serviceinstance import ServiceInstance
 from kubepilot_api.workers.config import AdapterConfig, GeneratorConfig, GeneratorMode, Workload
-from kubepilot_operator.builders.common import Obj, child_meta, meta, pod_template
+from kubepilot_operator.builders.common import Obj, child_meta, meta, pod_template, service_manifest
 from kubepilot_operator.naming import RESTART_ANNOTATION, selector, short_hash
 from kubepilot_operator.settings import ServiceCatalogEntry, Settings
 
@@ -179,14 +179,5 @@ def service(settings: Settings, cr: Obj) -> Obj:
     si = ServiceInstance.model_validate(cr)
     entry = catalog_entry(settings, si)
     m = meta(cr)
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": child_meta(cr, "svc", COMPONENT, service=True),
-        "spec": {
-            "selector": selector(cr["kind"], m["name"], COMPONENT),
-            "ports": [
-                {"name": name, "port": port, "targetPort": port} for name, port in service_ports(si, entry)
-            ],
-        },
-    }
+    ports = [{"name": name, "port": port, "targetPort": port} for name, port in service_ports(si, entry)]
+    return service_manifest(cr, "svc", COMPONENT, selector(cr["kind"], m["name"], COMPONENT), ports)

@@ -6,7 +6,7 @@ import posixpath
 
 from kubepilot_api.trainingrun import TrainerKind, TrainingRun
 from kubepilot_api.workers.config import TrainerConfig, Workload
-from kubepilot_operator.builders.common import Obj, child_meta, job_manifest, meta, pod_template
+from kubepilot_operator.builders.common import Obj, job_manifest, meta, pod_template, service_manifest
 from kubepilot_operator.naming import selector
 from kubepilot_operator.settings import Settings
 
@@ -60,22 +60,13 @@ def trainer_config(settings: Settings, cr: Obj, base_model: str) -> Obj:
 def rendezvous_service(settings: Settings, cr: Obj) -> Obj:
     """A Service in front of rank 0: MASTER_ADDR by cluster IP, which needs no cluster DNS."""
     m = meta(cr)
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": child_meta(cr, "rdzv", COMPONENT, service=True),
-        "spec": {
-            "selector": {**selector(cr["kind"], m["name"], COMPONENT), INDEX_KEY: "0"},
-            "ports": [
-                {
-                    "name": "rendezvous",
-                    "port": settings.rendezvous.servicePort,
-                    "targetPort": settings.rendezvous.listenPort,
-                }
-            ],
-            "publishNotReadyAddresses": True,
-        },
-    }
+    rendezvous = settings.rendezvous
+    port = {"name": "rendezvous", "port": rendezvous.servicePort, "targetPort": rendezvous.listenPort}
+    chosen = {**selector(cr["kind"], m["name"], COMPONENT), INDEX_KEY: "0"}
+    service = service_manifest(cr, "rdzv", COMPONENT, chosen, [port])
+    # Ranks meet before any of them is ready.
+    service["spec"]["publishNotReadyAddresses"] = True
+    return service
 
 
 def job(settings: Settings, cr: Obj, *, suspend: bool, master_addr: str = "") -> Obj:

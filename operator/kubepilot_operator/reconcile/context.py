@@ -120,6 +120,18 @@ class Context:
             self.enqueue(WorkKey(plural, meta["namespace"], meta["name"]))
         return updated
 
+    def remove_finalizer(self, plural: str, cr: Obj, finalizer: str) -> None:
+        """Drop one finalizer, only if it is still where we saw it (a JSON patch with a test)."""
+        finalizers = list(cr["metadata"].get("finalizers") or [])
+        if finalizer not in finalizers:
+            return
+        index = finalizers.index(finalizer)
+        remove = [
+            {"op": "test", "path": f"/metadata/finalizers/{index}", "value": finalizer},
+            {"op": "remove", "path": f"/metadata/finalizers/{index}"},
+        ]
+        self.patch_object(plural, cr, remove, content_type=kube.JSON_PATCH)
+
     def orchestration(self, conditions: ConditionSet, pods_view: PodView, kind: str) -> None:
         """WorkloadReady from the pods; a new failure reason is counted once."""
         previous = conditions.get(T.WORKLOAD_READY)

@@ -52,7 +52,7 @@ def reconcile(ctx: Context, key: WorkKey) -> float | None:
     finalizers = list(cr["metadata"].get("finalizers") or [])
     if cr["metadata"].get("deletionTimestamp"):
         if FINALIZER in finalizers:
-            _remove_outputs(ctx, cr, finalizers)
+            _remove_outputs(ctx, cr)
         ctx.reports.forget(key)
         return None
     if not job.spec.retainFilesOnDelete and FINALIZER not in finalizers:
@@ -92,22 +92,13 @@ def reconcile(ctx: Context, key: WorkKey) -> float | None:
     return requeue
 
 
-def _remove_outputs(ctx: Context, cr: Obj, finalizers: list[str]) -> None:
+def _remove_outputs(ctx: Context, cr: Obj) -> None:
     """``retainFilesOnDelete: false``: the job's image folder goes with it, then the finalizer."""
     outputs = ctx.settings.storage.outputs.local()
     folder = inside(outputs, build.output_dir(cr)) if outputs is not None else None
     if folder is not None and folder.is_dir():
         shutil.rmtree(folder, ignore_errors=True)
-    index = finalizers.index(FINALIZER)
-    ctx.patch_object(
-        PLURAL,
-        cr,
-        [
-            {"op": "test", "path": f"/metadata/finalizers/{index}", "value": FINALIZER},
-            {"op": "remove", "path": f"/metadata/finalizers/{index}"},
-        ],
-        content_type=kube.JSON_PATCH,
-    )
+    ctx.remove_finalizer(PLURAL, cr, FINALIZER)
 
 
 def _expire(ctx: Context, cr: Obj, job: GenerationJob, status: Obj) -> float | None:

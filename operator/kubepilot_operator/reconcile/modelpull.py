@@ -96,16 +96,7 @@ def _finalize(ctx: Context, key: WorkKey, cr: Obj) -> None:
     status["phase"] = "Removing"
     status["conditions"] = conditions.to_list()
     updated = ctx.write_status(PLURAL, cr, status)
-    index = finalizers.index(FINALIZER)
-    ctx.patch_object(
-        PLURAL,
-        updated,
-        [
-            {"op": "test", "path": f"/metadata/finalizers/{index}", "value": FINALIZER},
-            {"op": "remove", "path": f"/metadata/finalizers/{index}"},
-        ],
-        content_type=kube.JSON_PATCH,
-    )
+    ctx.remove_finalizer(PLURAL, updated, FINALIZER)
     ctx.reports.forget(key)
 
 
