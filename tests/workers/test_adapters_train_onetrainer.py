@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ import pytest
 from kubepilot_api.trainingrun import Hyperparameters, ToolSettings, TrainerKind
 from kubepilot_api.workers.progress import PendingAction, WorkState
 from kubepilot_workers.trainer.adapters.onetrainer import SHIM, OneTrainerAdapter
+from kubepilot_workers.trainer.adapters.onetrainer_shim import WholeLineStream
 from kubepilot_workers.trainer.adapters.progress import ProgressTracker
 from tests.workers.fixtures.adapter_harness import (
     FIXTURES,
@@ -180,3 +184,41 @@ def test_the_shim_takes_a_config_without_a_version_as_the_installed_format(
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"fake TrainConfig loaded format {loaded}" in result.stdout
     assert ("[kubepilot] config has no __version" in result.stdout) is (given is None)
+
+
+class SlowSink:
+    """A stream whose writes yield the processor, the way a pipe under load does."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, text: str) -> int:
+        time.sleep(0)
+        self.text += text
+        return len(text)
+
+    def flush(self) -> None:
+        time.sleep(0)
+
+
+def test_the_shim_writes_whole_lines_when_the_trainer_and_the_poller_print_at_once() -> None:
+    """The trainer's "Saving ..." and the poller's "[kubepilot] ..." never share a line."""
+    sink = SlowSink()
+    out, err = WholeLineStream(sink), WholeLineStream(sink)
+    lines = {f"{who} line {n}" for who in ("trainer", "poller", "bar") for n in range(300)}
+
+    def write(who: str, stream: WholeLineStream, end: str) -> None:
+        for n in range(300):
+            print(f"{who} line {n}", end=end, file=stream, flush=True)
+
+    threads = [
+        threading.Thread(target=write, args=("trainer", out, "\n")),
+        threading.Thread(target=write, args=("poller", out, "\n")),
+        threading.Thread(target=write, args=("bar", err, "\r")),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    written = [line for line in re.split(r"[\r\n]", sink.text) if line]
+    assert sorted(written) == sorted(lines)

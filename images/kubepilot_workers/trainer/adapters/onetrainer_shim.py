@@ -30,6 +30,49 @@ POLL_SECONDS = 0.5
 PREFIX = "[kubepilot]"
 
 
+class WholeLineStream:
+    """A text stream that writes only whole lines, one thread's at a time.
+
+    ``print`` writes its text and its line end as two writes, so the trainer thread's "Saving ..."
+    and our poller's "[kubepilot] command accepted ..." could interleave into one line that the
+    adapter cannot parse (a checkpoint lost). Each thread's text is held until it ends a line
+    (``\\n``, or ``\\r`` for tqdm redraws) or flushes, then written whole under a lock that
+    stdout and stderr share (they are one pipe to the adapter).
+    """
+
+    _lock = threading.Lock()
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+        self._pending = threading.local()
+
+    def _buffer(self) -> str:
+        return getattr(self._pending, "text", "")
+
+    def write(self, text: str) -> int:
+        buffered = self._buffer() + text
+        cut = max(buffered.rfind("\n"), buffered.rfind("\r")) + 1
+        self._pending.text = buffered[cut:]
+        if cut:
+            self._emit(buffered[:cut])
+        return len(text)
+
+    def flush(self) -> None:
+        partial = self._buffer()
+        self._pending.text = ""
+        self._emit(partial)
+
+    def _emit(self, text: str) -> None:
+        with self._lock:
+            if text:
+                self._target.write(text)
+            self._target.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        # isatty, fileno, encoding, ... as the real stream has them.
+        return getattr(self._target, name)
+
+
 def say(message: str) -> None:
     print(f"{PREFIX} {message}", flush=True)
 
@@ -144,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commands-file", required=True, type=Path)
     args = parser.parse_args(argv)
 
+    sys.stdout = WholeLineStream(sys.stdout)
+    sys.stderr = WholeLineStream(sys.stderr)
     root = args.onetrainer_dir.resolve()
     sys.path.insert(0, str(root))
     os.chdir(root)
