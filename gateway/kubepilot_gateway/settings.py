@@ -92,6 +92,18 @@ class Bus(Strict):
     )
 
 
+class Volumes(Strict):
+    """Where the gateway itself sees the three storage volumes (the same PVCs the workers mount).
+
+    Profiles list and write files there (datasets, uploads, the model index, images); a volume
+    left empty is not mounted, and the endpoints that need it answer that it is unavailable.
+    """
+
+    models: str = Field(default="/models", description="The models volume in the gateway's filesystem.")
+    datasets: str = Field(default="/datasets", description="The datasets volume in the gateway's filesystem.")
+    outputs: str = Field(default="/outputs", description="The outputs volume in the gateway's filesystem.")
+
+
 class Settings(BaseSettings):
     """Everything the gateway reads at start."""
 
@@ -106,6 +118,15 @@ class Settings(BaseSettings):
     watch: Watch = Field(default_factory=Watch)
     writes: Writes = Field(default_factory=Writes)
     bus: Bus = Field(default_factory=Bus)
+    volumes: Volumes = Field(default_factory=Volumes)
+    operatorNamespace: str = Field(
+        default="", description="Where the operator keeps its shared objects (schedule); empty: `namespace`."
+    )
+    profileSettings: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Each profile's own settings by profile name, validated by that profile when its "
+        "app is built (e.g. `controlpilot: {datasets: {maxZipBytes: ...}}`).",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -17,12 +17,23 @@ from kubepilot_gateway.kube.errors import (
     TooManyRequests,
 )
 from kubepilot_gateway.kube.informer import Informer
-from kubepilot_gateway.kube.resources import CUSTOM_RESOURCES, JOBS, PODS, WATCHED, ResourceType, resource_for
+from kubepilot_gateway.kube.resources import (
+    CONFIGMAPS,
+    CUSTOM_RESOURCES,
+    JOBS,
+    PODS,
+    SECRETS,
+    WATCHED,
+    ResourceType,
+    resource_for,
+)
 
 __all__ = [
+    "CONFIGMAPS",
     "CUSTOM_RESOURCES",
     "JOBS",
     "PODS",
+    "SECRETS",
     "WATCHED",
     "AlreadyExists",
     "ApiError",

@@ -179,6 +179,18 @@ class KubeClient:
                 continue
             raise failure
 
+    async def request_text(self, method: str, path: str, *, params: Params | None = None) -> str:
+        """One call whose answer is text (a pod log); failures as typed errors, like ``request``."""
+        try:
+            response = await self._http.request(
+                method, path, params=params, headers={"Accept": "text/plain, */*"}
+            )
+        except httpx.TransportError as error:
+            raise KubeUnavailable(f"{method} {path}: {type(error).__name__}: {error}") from error
+        if not response.is_success:
+            raise api_error(response.status_code, response.content)
+        return response.content.decode("utf-8", errors="replace")
+
     async def watch(
         self, path: str, params: Params, *, idle_timeout: float
     ) -> AsyncGenerator[JsonObject, None]:

@@ -43,6 +43,9 @@ PODS = ResourceType("Pod", "v1", "pods")
 JOBS = ResourceType("Job", "batch/v1", "jobs")
 WATCHED: tuple[ResourceType, ...] = (*CUSTOM_RESOURCES, PODS, JOBS)
 """What the gateway's cache holds: our four kinds and the pods and Jobs behind them."""
+SECRETS = ResourceType("Secret", "v1", "secrets")
+CONFIGMAPS = ResourceType("ConfigMap", "v1", "configmaps")
+"""Read and written directly (never cached: the gateway must not hold every Secret in memory)."""
 
 
 def resource_for(name: str) -> ResourceType:

@@ -19,6 +19,15 @@ from fastapi.middleware.cors import CORSMiddleware
 from kubepilot_gateway.app.settings import CorsSettings
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.profiles import Profile
+from kubepilot_gateway.profiles.controlpilot import (
+    routes_comfy,
+    routes_copilot,
+    routes_datasets,
+    routes_models,
+    routes_system,
+    routes_training,
+)
+from kubepilot_gateway.profiles.controlpilot.config import controlpilot_settings
 from kubepilot_gateway.profiles.controlpilot.middleware import NO_CACHE_HEADERS, no_cache_middleware
 from kubepilot_gateway.profiles.controlpilot.routes_services import create_router as create_services_router
 
@@ -55,7 +64,14 @@ def build_app(ctx: GatewayContext, *, cors: bool = True) -> FastAPI:
             allow_methods=CORS.allowMethods,
             allow_headers=CORS.allowHeaders,
         )
+    config = controlpilot_settings(ctx)
     app.include_router(create_services_router(ctx))
+    app.include_router(routes_models.create_router(ctx, config.models))
+    app.include_router(routes_datasets.create_router(ctx, config.datasets))
+    app.include_router(routes_copilot.create_router(ctx, config.copilot))
+    app.include_router(routes_training.create_router(ctx, config.training))
+    app.include_router(routes_comfy.create_router(ctx, config.comfy))
+    app.include_router(routes_system.create_router(ctx, config.system))
     return app
 
 

@@ -1,16 +1,8 @@
-"""Pod logs (``pods/log``, plain text) through the gateway's Kubernetes client.
-
-``KubeClient.request`` decodes JSON only, and a log is text; so this GET goes through the client's
-own httpx client (same base URL, authentication, TLS and timeouts) and maps failures to the same
-typed errors (``NotFound``, ``BadRequest``, ``KubeUnavailable``, ...).
-"""
+"""Pod logs (``pods/log``, plain text) through the gateway's Kubernetes client."""
 
 from __future__ import annotations
 
-import httpx
-
-from kubepilot_gateway.kube import PODS, KubeClient, KubeUnavailable
-from kubepilot_gateway.kube.errors import api_error
+from kubepilot_gateway.kube import PODS, KubeClient
 
 
 async def read_pod_log(
@@ -20,13 +12,4 @@ async def read_pod_log(
     params: dict[str, str | int] = {"tailLines": tail_lines}
     if container:
         params["container"] = container
-    path = PODS.path(namespace, pod, "log")
-    # The client's httpx client carries the authentication; KubeClient has no text request.
-    http: httpx.AsyncClient = client._http
-    try:
-        response = await http.get(path, params=params, headers={"Accept": "text/plain, */*"})
-    except httpx.TransportError as error:
-        raise KubeUnavailable(f"GET {path}: {type(error).__name__}: {error}") from error
-    if not response.is_success:
-        raise api_error(response.status_code, response.content)
-    return response.content.decode("utf-8", errors="replace")
+    return await client.request_text("GET", PODS.path(namespace, pod, "log"), params=params)
