@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kubepilot_devcluster.testing import DevCluster, devcluster, kube_api, namespace
 from kubepilot_gateway.bus import EventBus
+from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.kube import ClusterCache, CrStore, KubeClient
-from kubepilot_gateway.settings import Kube, Watch
-from tests.operator.harness import crds
+from kubepilot_gateway.settings import Kube, Settings, Volumes, Watch
+from tests.operator.harness import Storage, crds
+from tests.operator.stack_fixtures import hub, operator, storage, tiny_sd
 
-__all__ = ["crds", "devcluster", "kube_api", "namespace"]
+__all__ = ["crds", "devcluster", "hub", "kube_api", "namespace", "operator", "storage", "tiny_sd"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,3 +54,22 @@ async def cache(kube: KubeClient, namespace: str) -> AsyncIterator[ClusterCache]
 def store(kube: KubeClient, cache: ClusterCache, namespace: str) -> CrStore:
     """The CR store writing into the test's namespace, with the cache as its read-your-writes observer."""
     return CrStore(kube, namespace=namespace, observer=cache, conflict_retries=3)
+
+
+def stack_settings(namespace: str, storage: Storage, **extra: Any) -> Settings:
+    """Gateway settings for ``namespace`` that see the volumes where the operator's workers write."""
+    volumes = Volumes(
+        models=str(storage.models), datasets=str(storage.datasets), outputs=str(storage.outputs)
+    )
+    return Settings(namespace=namespace, volumes=volumes, **extra)
+
+
+@pytest.fixture
+def stack_ctx(
+    kube: KubeClient, cache: ClusterCache, store: CrStore, namespace: str, storage: Storage
+) -> GatewayContext:
+    """A gateway context on the test's namespace whose volumes are the operator's (start the
+    ``operator`` fixture too for workloads to run)."""
+    return GatewayContext(
+        settings=stack_settings(namespace, storage), client=kube, cache=cache, store=store, bus=cache.bus
+    )
