@@ -21,7 +21,7 @@ ruff format --check .
 echo "== mypy --strict"
 packages=()
 for init in crds/kubepilot_api operator/kubepilot_operator gateway/kubepilot_gateway \
-            images/kubepilot_workers devcluster/kubepilot_devcluster; do
+            images/kubepilot_workers devcluster/kubepilot_devcluster devcluster/kubepilot_dev; do
   if [ -f "$init/__init__.py" ]; then packages+=(-p "$(basename "$init")"); fi
 done
 mypy "${packages[@]}"

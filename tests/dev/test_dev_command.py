@@ -1,0 +1,130 @@
+"""``kubepilot dev``: the whole stack from one command, stopped cleanly, its state kept for the next run.
+
+Real processes throughout: the command starts the devcluster, the operator, the node agent and
+the gateway; the test drives the gateway over HTTP and the cluster with kubectl, as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+START_TIMEOUT_SECONDS = 150
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class DevRun:
+    """One ``kubepilot dev`` process whose output is collected line by line."""
+
+    def __init__(self, data_dir: Path, ports: dict[str, int]) -> None:
+        self.data_dir = data_dir
+        self.ports = ports
+        argv = [sys.executable, "-m", "kubepilot_api.cli", "dev", "--data-dir", str(data_dir), "--no-native"]
+        for flag, port in ports.items():
+            argv += [f"--{flag}", str(port)]
+        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.lines):
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} not printed; output:\n" + "\n".join(self.lines[-60:]))
+
+    def gateway(self, method: str, path: str) -> Any:
+        url = f"http://127.0.0.1:{self.ports['gateway-port']}{path}"
+        request = urllib.request.Request(url, method=method)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def kubectl(self, *args: str) -> str:
+        env = {**os.environ, "KUBECONFIG": str(self.data_dir / "cluster" / "kubeconfig")}
+        return subprocess.run(
+            ["kubectl", *args], env=env, capture_output=True, text=True, check=True, timeout=30
+        ).stdout
+
+
+def stack_processes(data_dir: Path) -> list[str]:
+    """Command lines of live processes that belong to this stack (they all name its data folder)."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if str(data_dir) in cmdline and process.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(cmdline)
+    return found
+
+
+@contextmanager
+def dev_stack(data_dir: Path, ports: dict[str, int]) -> Iterator[DevRun]:
+    run = DevRun(data_dir, ports)
+    try:
+        run.wait_for("kubepilot dev is up", START_TIMEOUT_SECONDS)
+        yield run
+    finally:
+        if run.process.poll() is None:
+            run.process.send_signal(signal.SIGINT)
+        try:
+            run.process.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            run.process.kill()
+            raise
+
+
+def test_one_command_starts_the_stack_stops_it_cleanly_and_keeps_its_state(tmp_path: Path) -> None:
+    data_dir = tmp_path / "dev"
+    ports = {
+        name: free_port()
+        for name in ("cluster-port", "gateway-port", "intake-port", "operator-health-port", "node-agent-port")
+    }
+
+    with dev_stack(data_dir, ports) as first:
+        banner = "\n".join(first.lines)
+        assert f"http://127.0.0.1:{ports['gateway-port']}/ (/p/controlpilot/" in banner
+        assert str(data_dir / "cluster" / "kubeconfig") in banner
+        health = first.gateway("GET", "/healthz")
+        assert health["synced"] is True and "controlpilot" in health["profiles"]
+        assert "serviceinstances.kubepilot.io" in first.kubectl("get", "crd", "-o", "name")
+        started = first.gateway("POST", "/p/controlpilot/api/services/jupyter/start")
+        assert started == {"status": "ok"}
+        assert (data_dir / "volumes" / "models").is_dir()
+    assert first.process.returncode == 0, "\n".join(first.lines[-40:])
+    assert "kubepilot dev: stopped" in first.lines
+    assert stack_processes(data_dir) == [], "nothing of the stack may outlive Ctrl-C"
+
+    with dev_stack(data_dir, ports) as second:
+        wanted = second.kubectl("get", "serviceinstances", "-o", "jsonpath={.items[*].spec.running}")
+        assert wanted == "true", "the second run keeps the first run's ServiceInstance, still wanted running"
+        services = {s["name"]: s for s in second.gateway("GET", "/p/controlpilot/api/services")}
+        assert services["jupyter"]["state"] != "STOPPED", services["jupyter"]
+    assert second.process.returncode == 0
+    assert stack_processes(data_dir) == []
