@@ -20,6 +20,7 @@ import httpx
 from kubernetes import client as kube_client
 from kubernetes import config as kube_config
 
+from kubepilot_gateway.kube.apiuse import Grant, grant_for
 from kubepilot_gateway.kube.errors import ApiError, KubeUnavailable, TooManyRequests, api_error
 from kubepilot_gateway.settings import Kube
 
@@ -114,6 +115,8 @@ class KubeClient:
         self._request_timeout = request_timeout
         self._connect_timeout = connect_timeout
         self._throttle_retries = throttle_retries
+        self.used: set[Grant] = set()
+        """Every RBAC grant a request of this client needed (the RBAC tests read it)."""
         self._http = httpx.AsyncClient(
             base_url=self.host,
             auth=_ConfigurationAuth(configuration),
@@ -133,6 +136,11 @@ class KubeClient:
             connect_timeout=kube.connectTimeoutSeconds,
             throttle_retries=kube.throttleRetries,
         )
+
+    def _record(self, method: str, path: str, params: Params | None) -> None:
+        grant = grant_for(method, path, params)
+        if grant is not None:
+            self.used.add(grant)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -157,6 +165,7 @@ class KubeClient:
         A 429 is retried after the server's Retry-After (bounded): the server refused the request
         before acting on it, so repeating it is safe for every verb.
         """
+        self._record(method, path, params)
         content = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": content_type} if content is not None else None
         attempt = 0
@@ -181,6 +190,7 @@ class KubeClient:
 
     async def request_text(self, method: str, path: str, *, params: Params | None = None) -> str:
         """One call whose answer is text (a pod log); failures as typed errors, like ``request``."""
+        self._record(method, path, params)
         try:
             response = await self._http.request(
                 method, path, params=params, headers={"Accept": "text/plain, */*"}
@@ -200,6 +210,7 @@ class KubeClient:
         connection fails or stays silent longer than ``idle_timeout`` (bookmarks keep a healthy
         stream talking).
         """
+        self._record("GET", path, {**params, "watch": "1"})
         timeout = httpx.Timeout(self._request_timeout, connect=self._connect_timeout, read=idle_timeout)
         try:
             async with self._http.stream(
