@@ -30,6 +30,7 @@ from kubepilot_gateway.profiles.controlpilot import (
 from kubepilot_gateway.profiles.controlpilot.config import controlpilot_settings
 from kubepilot_gateway.profiles.controlpilot.middleware import NO_CACHE_HEADERS, no_cache_middleware
 from kubepilot_gateway.profiles.controlpilot.routes_services import create_router as create_services_router
+from kubepilot_gateway.profiles.controlpilot.ui import mount_ui
 
 __all__ = [
     "CORS",
@@ -72,6 +73,7 @@ def build_app(ctx: GatewayContext, *, cors: bool = True) -> FastAPI:
     app.include_router(routes_training.create_router(ctx, config.training))
     app.include_router(routes_comfy.create_router(ctx, config.comfy))
     app.include_router(routes_system.create_router(ctx, config.system))
+    mount_ui(app, config.ui)
     return app
 
 

@@ -14,6 +14,7 @@ from kubepilot_gateway.profiles.controlpilot.routes_datasets import DatasetsSett
 from kubepilot_gateway.profiles.controlpilot.routes_models import ModelsSettings
 from kubepilot_gateway.profiles.controlpilot.routes_system import SystemSettings
 from kubepilot_gateway.profiles.controlpilot.routes_training import TrainingSettings
+from kubepilot_gateway.profiles.controlpilot.ui import UiSettings
 from kubepilot_gateway.settings import Strict
 
 PROFILE_NAME = "controlpilot"
@@ -22,6 +23,7 @@ PROFILE_NAME = "controlpilot"
 class ControlPilotSettings(Strict):
     """Everything the ControlPilot endpoints read besides the gateway-wide settings."""
 
+    ui: UiSettings = Field(default_factory=UiSettings)
     models: ModelsSettings = Field(default_factory=ModelsSettings)
     datasets: DatasetsSettings = Field(default_factory=DatasetsSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
