@@ -90,6 +90,10 @@ def gateway_settings(layout: Layout, ports: Ports, host: str, *, native: bool = 
         "namespace": "default",
         "operatorNamespace": "default",
         "volumes": {name: str(layout.volume(name)) for name in VOLUMES},
+        # ControlPilot's telemetry reads the node agent the stack runs.
+        "profileSettings": {
+            "controlpilot": {"system": {"nodeAgentUrls": [f"http://{host}:{ports.node_agent}"]}},
+        },
         "listeners": {"host": host, "combinedPort": ports.gateway, "native": native},
     }
 

@@ -114,6 +114,10 @@ def test_one_command_starts_the_stack_stops_it_cleanly_and_keeps_its_state(tmp_p
         health = first.gateway("GET", "/healthz")
         assert health["synced"] is True and "controlpilot" in health["profiles"]
         assert "serviceinstances.kubepilot.io" in first.kubectl("get", "crd", "-o", "name")
+        telemetry = first.gateway("GET", "/p/controlpilot/api/telemetry")
+        assert telemetry["cpu_count"] >= 1 and telemetry["mem_total"] > 0
+        gateway_log = (data_dir / "logs" / "gateway.log").read_text()
+        assert "no snapshot" not in gateway_log, "telemetry comes from the stack's node agent"
         started = first.gateway("POST", "/p/controlpilot/api/services/jupyter/start")
         assert started == {"status": "ok"}
         assert (data_dir / "volumes" / "models").is_dir()
