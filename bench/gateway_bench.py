@@ -8,6 +8,13 @@ them), and the gateway's cluster layer (informer cache, CR store, event bus) sta
   is the gateway's work, not a socket's) from the informer cache, against the baseline in the same
   run: the same answer rendered from a direct LIST of the namespace's ServiceInstances per
   request, which is what a gateway without a cache does. Target: the cache at least 10x faster.
+* **Model catalog reads**: ``GET /api/models`` with N ModelPulls in the namespace, from the cache,
+  against the same endpoint preceded by the LIST of ModelPulls a cache-less gateway makes per
+  request (the rendering and the volume probe are the same code in both).
+* **Pull start**: on a second devcluster *with* controllers, the real operator and a local Hub,
+  ``POST /api/models/<name>/pull/start`` for P catalog entries one after another, each timed from
+  the request until the ModelPull's status leaves Pending (Downloading, or already Completed for a
+  file that downloads between two reports). p50 / p99.
 * **WebSocket fan-out**: C clients connected over real sockets to a uvicorn server whose one
   endpoint forwards every bus event of the namespace (the path every profile's WebSocket is fed by:
   watch -> informer -> bus -> socket). The bench patches an object's status M times and measures,
@@ -16,7 +23,8 @@ them), and the gateway's cluster layer (informer cache, CR store, event bus) sta
 
 It exits 0 whatever the figures: it is a measurement.
 
-    .venv/bin/python bench/gateway_bench.py [--objects 1000] [--requests 200] [--clients 100] [--changes 30]
+    .venv/bin/python bench/gateway_bench.py [--objects 1000] [--requests 200] [--clients 100]
+        [--changes 30] [--pulls 20]
 """
 
 from __future__ import annotations
@@ -38,22 +46,26 @@ import httpx
 import uvicorn
 import websockets
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from kubernetes import config
 
 from kubepilot_devcluster.testing import DevCluster, free_port
 from kubepilot_gateway.bus import ResourceEvent
 from kubepilot_gateway.context import GatewayContext
-from kubepilot_gateway.kube import KubeClient, resource_for
+from kubepilot_gateway.kube import CONFIGMAPS, KubeClient, resource_for
 from kubepilot_gateway.profiles.controlpilot import create_app
+from kubepilot_gateway.profiles.controlpilot import models as mdl
 from kubepilot_gateway.profiles.controlpilot import services as svc
-from kubepilot_gateway.settings import Kube, Settings
+from kubepilot_gateway.settings import Kube, Settings, Volumes
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make `tests.operator.harness` importable
     sys.path.insert(0, str(ROOT))
 
-from tests.operator.harness import apply_crds  # noqa: E402
+from tests.operator.harness import OperatorProcess, Storage, apply_crds  # noqa: E402
+from tests.workers.hubfake import FakeFile, HubFake, bytes_of  # noqa: E402
 
 SI = resource_for("ServiceInstance")
+MP = resource_for("ModelPull")
 NAMESPACE = "bench"
 TARGET_READ_RATIO = 10.0
 TARGET_WS_P99_MS = 100.0
@@ -134,6 +146,127 @@ async def bench_reads(ctx: GatewayContext, requests: int) -> float:
     verdict = "PASS" if ratio >= TARGET_READ_RATIO else "MISS"
     print(f"  cache is {ratio:.1f}x faster (target >= {TARGET_READ_RATIO:.0f}x): {verdict}")
     return ratio
+
+
+def model_pull(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": MP.api_version,
+        "kind": MP.kind,
+        "metadata": {"name": name},
+        "spec": {
+            "source": {
+                "type": "HuggingFace",
+                "huggingFace": {"repo": f"org/{name}", "files": ["model.safetensors"]},
+            },
+            "destination": {"modelType": "checkpoints", "subdir": name},
+        },
+    }
+
+
+async def populate_pulls(client: KubeClient, count: int) -> None:
+    semaphore = asyncio.Semaphore(16)
+
+    async def create(index: int) -> None:
+        async with semaphore:
+            await client.request("POST", MP.path(NAMESPACE), body=model_pull(f"pull-{index:05d}"))
+
+    await asyncio.gather(*(create(i) for i in range(count)))
+
+
+async def bench_model_reads(ctx: GatewayContext, requests: int) -> float:
+    transport = httpx.ASGITransport(app=create_app(ctx))
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
+
+        async def from_cache() -> None:
+            response = await http.get("/api/models")
+            assert response.status_code == 200, response.text
+
+        async def with_list() -> None:
+            await ctx.client.request("GET", MP.path(NAMESPACE))
+            await from_cache()
+
+        await timed(from_cache, 10)
+        await timed(with_list, 3)
+        cached = await timed(from_cache, requests)
+        listed = await timed(with_list, requests)
+    ratio = statistics.fmean(listed) / statistics.fmean(cached)
+    objects = len(ctx.cache.list(MP, NAMESPACE))
+    print(f"GET /api/models, {requests} requests each, {objects} ModelPulls:")
+    print(f"  informer cache:               {summary(cached)}")
+    print(f"  LIST + same render (baseline): {summary(listed)}")
+    verdict = "PASS" if ratio >= TARGET_READ_RATIO else "MISS"
+    print(f"  cache is {ratio:.1f}x faster (target >= {TARGET_READ_RATIO:.0f}x): {verdict}")
+    return ratio
+
+
+async def bench_pull_start(pulls: int, tmp: Path) -> None:
+    """POST pull/start -> ModelPull out of Pending, with the real operator and downloader pods."""
+    with HubFake() as hub:
+        cluster = DevCluster(tmp / "cluster-with-controllers", controllers=True).start()
+        storage = Storage(tmp / "volumes")
+        operator = None
+        try:
+            api = config.new_client_from_config(str(cluster.kubeconfig))  # type: ignore[no-untyped-call]
+            apply_crds(api)
+            operator = OperatorProcess(
+                cluster, storage, tmp / "operator", extra={"huggingFaceEndpoint": hub.base_url}
+            ).start()
+            lines = []
+            for index in range(pulls):
+                repo = f"org/bench-{index}"
+                hub.add_repo(repo, {"model.safetensors": FakeFile(data=bytes_of(repo, 4_000_000))})
+                lines.append(f"bench-{index}|hf_file|{repo}:model.safetensors|checkpoints/bench-{index}||")
+            hub.throttle_bytes_per_second = 2_000_000
+            settings = Settings(
+                namespace=NAMESPACE,
+                kube=Kube(mode="kubeconfig", kubeconfig=str(cluster.kubeconfig)),
+                volumes=Volumes(
+                    models=str(storage.models), datasets=str(storage.datasets), outputs=str(storage.outputs)
+                ),
+            )
+            async with KubeClient.from_settings(settings.kube) as client:
+                await client.request("POST", "/api/v1/namespaces", body={"metadata": {"name": NAMESPACE}})
+                configmap = {
+                    "metadata": {"name": "controlpilot-models"},
+                    "data": {"manifest": "\n".join(lines)},
+                }
+                await client.request(
+                    "POST",
+                    CONFIGMAPS.path(NAMESPACE),
+                    body={"apiVersion": "v1", "kind": "ConfigMap", **configmap},
+                )
+                ctx = GatewayContext.build(settings, client)
+                async with ctx.cache:
+                    await ctx.cache.wait_synced()
+                    samples = await time_pull_starts(ctx, pulls)
+        finally:
+            if operator is not None:
+                operator.stop()
+            cluster.stop()
+    print(f"POST /api/models/<name>/pull/start -> ModelPull out of Pending, {len(samples)} pulls:")
+    print(f"  {summary(samples)}")
+
+
+async def time_pull_starts(ctx: GatewayContext, pulls: int) -> list[float]:
+    transport = httpx.ASGITransport(app=create_app(ctx))
+    samples = []
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=60) as http:
+        for index in range(pulls):
+            name = f"bench-{index}"
+            async with ctx.bus.subscribe(kinds=[MP.kind], namespace=NAMESPACE) as events:
+                start = time.perf_counter()
+                response = await http.post(f"/api/models/{name}/pull/start")
+                assert response.status_code == 200, response.text
+                pull_name = mdl.pull_name(name)
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    current = ctx.cache.get(MP, pull_name, NAMESPACE) or {}
+                    if (current.get("status") or {}).get("phase") not in (None, "", "Pending"):
+                        samples.append(time.perf_counter() - start)
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(anext(events), 1)
+    return samples
 
 
 def fanout_app(ctx: GatewayContext) -> FastAPI:
@@ -248,6 +381,11 @@ async def main_async(args: argparse.Namespace, cluster: DevCluster) -> None:
         async with ctx.cache:
             await ctx.cache.wait_synced()
             await bench_reads(ctx, args.requests)
+            start = time.perf_counter()
+            await populate_pulls(client, args.objects)
+            print(f"created {args.objects} ModelPulls in {time.perf_counter() - start:.1f} s")
+            await asyncio.sleep(1)
+            await bench_model_reads(ctx, args.requests)
     await bench_fanout(settings, args.clients, args.changes)
 
 
@@ -259,17 +397,18 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--changes", type=int, default=30)
+    parser.add_argument("--pulls", type=int, default=20, help="0: skip the pull-start phase")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cluster = DevCluster(Path(tmp), controllers=False).start()
         try:
-            from kubernetes import config
-
             api = config.new_client_from_config(str(cluster.kubeconfig))  # type: ignore[no-untyped-call]
             apply_crds(api)
             asyncio.run(main_async(args, cluster))
         finally:
             cluster.stop()
+        if args.pulls:
+            asyncio.run(bench_pull_start(args.pulls, Path(tmp)))
 
 
 if __name__ == "__main__":
