@@ -7,11 +7,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI, Request
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import BaseModel
 
 from kubepilot_gateway.app import build_combined_app, build_profile_app
+from kubepilot_gateway.app.errors import install_error_envelope
 from kubepilot_gateway.app.gateway import Gateway
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.kube import resource_for
@@ -185,3 +188,25 @@ async def test_profile_lifespan_runs_once_for_native_and_combined_listeners(ctx:
             assert (await native.get("/greeting")).json() == "hello"
         assert entered == ["up"]
     assert entered == ["up", "down"]
+
+
+async def test_a_body_that_is_not_utf8_is_a_422_not_a_500() -> None:
+    """FastAPI's own encoder cannot decode non-UTF-8 bytes in a validation error's ``input``."""
+
+    class Body(BaseModel):
+        enabled: bool
+
+    app = FastAPI()
+    install_error_envelope(app)
+
+    @app.post("/x")
+    async def handler(body: Body) -> dict[str, bool]:
+        return {"enabled": body.enabled}
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        response = await http.post(
+            "/x", content=b"\x00\xff\xfe", headers={"Content-Type": "application/octet-stream"}
+        )
+    assert response.status_code == 422
+    assert isinstance(response.json()["detail"], list)

@@ -106,6 +106,25 @@ def validation_message(errors: list[Any]) -> str:
     return "; ".join(parts) or "Invalid request"
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with bytes decoded (invalid UTF-8 replaced) and anything JSON cannot hold as text."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def safe_validation_errors(errors: list[Any]) -> list[Any]:
+    """Validation errors that always serialise: a body that is not UTF-8 arrives as bytes in
+    ``input``, which FastAPI's own encoder cannot decode (bad input would become a 500)."""
+    return [_plain(error) for error in errors]
+
+
 def install_error_envelope(
     app: FastAPI,
     envelope: Envelope = default_envelope,
@@ -131,7 +150,7 @@ def install_error_envelope(
 
     async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        errors = list(exc.errors())
+        errors = safe_validation_errors(list(exc.errors()))
         return envelope(request, Problem(validation_status, errors, validation_message(errors), "validation"))
 
     async def on_kube(request: Request, exc: Exception) -> Response:

@@ -16,6 +16,7 @@ from functools import partial
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from kubepilot_gateway.app.errors import install_error_envelope
 from kubepilot_gateway.app.settings import CorsSettings
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.profiles import Profile
@@ -56,6 +57,8 @@ def build_app(ctx: GatewayContext, *, cors: bool = True) -> FastAPI:
     False leaves CORS to whoever serves it."""
     app = FastAPI(title=TITLE, docs_url=None, redoc_url=None)
     app.middleware("http")(no_cache_middleware)
+    # FastAPI's own {"detail": ...} shapes, but bad input can never turn into a 500 on the way out.
+    install_error_envelope(app)
     if cors:
         # Added last, so outermost: preflights are answered before anything else runs.
         app.add_middleware(

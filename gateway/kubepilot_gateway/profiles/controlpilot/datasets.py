@@ -71,10 +71,11 @@ def dataset_dirname(name: str) -> str:
     """The folder name of dataset ``name`` (see the module docstring); ``InvalidName`` if unsafe."""
     text = name.strip() or "dataset"
     if not text.startswith(DATASET_PREFIX):
-        return DATASET_PREFIX + clean_name(text)
-    if "/" in text or "\\" in text or any(ord(char) < 0x20 or ord(char) == 0x7F for char in text):
+        text = DATASET_PREFIX + clean_name(text)
+    elif "/" in text or "\\" in text or any(ord(char) < 0x20 or ord(char) == 0x7F for char in text):
         raise InvalidName("Invalid dataset name")
-    if len(text.encode("utf-8", "surrogateescape")) > NAME_MAX_BYTES:
+    # Room for the ".zip" of its archive too: the folder and its zip must both be valid file names.
+    if len(text.encode("utf-8", "surrogateescape")) > NAME_MAX_BYTES - len(".zip"):
         raise InvalidName("Dataset name is too long")
     return text
 
