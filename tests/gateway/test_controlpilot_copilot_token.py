@@ -133,3 +133,17 @@ async def test_an_api_server_failure_is_a_500(http: httpx.AsyncClient, devcluste
     devcluster.inject_fault("500", count=1, verb="get", resource="secrets")
     response = await http.get("/api/copilot/token")
     assert response.status_code == 500 and isinstance(response.json()["detail"], str)
+
+
+async def test_a_copilot_service_started_after_the_token_was_set_gets_its_secret(
+    http: httpx.AsyncClient, ctx: GatewayContext
+) -> None:
+    assert (await http.post("/api/services/copilot/start")).status_code == 200
+    first = ctx.cache.get(SI, "copilot", ctx.settings.namespace) or {}
+    assert "envFromSecrets" not in first.get("spec", {}), "no Secret yet: nothing that would block the pod"
+    await ctx.store.delete(SI, "copilot")
+
+    assert (await http.post("/api/copilot/token", json={"token": TOKEN})).status_code == 200
+    assert (await http.post("/api/services/copilot/start")).status_code == 200
+    created = ctx.cache.get(SI, "copilot", ctx.settings.namespace) or {}
+    assert created["spec"]["envFromSecrets"] == ["copilot-token"]

@@ -69,7 +69,7 @@ def build_app(ctx: GatewayContext, *, cors: bool = True) -> FastAPI:
             allow_headers=CORS.allowHeaders,
         )
     config = controlpilot_settings(ctx)
-    app.include_router(create_services_router(ctx))
+    app.include_router(create_services_router(ctx, secret_env={"copilot": config.copilot.tokenSecret}))
     app.include_router(routes_models.create_router(ctx, config.models))
     app.include_router(routes_datasets.create_router(ctx, config.datasets))
     app.include_router(routes_copilot.create_router(ctx, config.copilot))

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, StrictBool
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.kube import (
     PODS,
+    SECRETS,
     AlreadyExists,
     ApiError,
     BadRequest,
@@ -76,8 +77,14 @@ def kube_failure(error: KubeError) -> HTTPException:
     return HTTPException(status_code=500, detail=detail)
 
 
-def create_router(ctx: GatewayContext) -> APIRouter:
-    """The Service Management routes, reading ``ctx.cache`` and writing through ``ctx.store``."""
+def create_router(ctx: GatewayContext, *, secret_env: dict[str, str] | None = None) -> APIRouter:
+    """The Service Management routes, reading ``ctx.cache`` and writing through ``ctx.store``.
+
+    ``secret_env`` maps a service name to a Secret whose keys its pod gets as environment
+    variables once the Secret exists (the copilot token): a ServiceInstance created for that
+    service lists it in ``envFromSecrets`` then, and not before (a missing Secret would keep the
+    pod from starting).
+    """
     router = APIRouter()
     namespace = ctx.store.namespace
     gateway_version = _gateway_version()
@@ -91,6 +98,16 @@ def create_router(ctx: GatewayContext) -> APIRouter:
     def cached(name: str) -> JsonObject | None:
         return ctx.cache.get(SERVICE_INSTANCES, name, namespace)
 
+    async def with_secret_env(service: svc.KnownService, body: JsonObject) -> JsonObject:
+        secret = (secret_env or {}).get(service.name)
+        if not secret:
+            return body
+        try:
+            await ctx.client.request("GET", SECRETS.path(namespace, secret))
+        except NotFound:
+            return body
+        return {**body, "spec": {**body["spec"], "envFromSecrets": [secret]}}
+
     async def patch_or_create(service: svc.KnownService, patch: JsonObject, body: JsonObject) -> JsonObject:
         """Patch the service's ServiceInstance, or create ``body`` when there is none (either race
         lost, the other is tried)."""
@@ -101,7 +118,7 @@ def create_router(ctx: GatewayContext) -> APIRouter:
                 except NotFound:
                     pass
             try:
-                return await ctx.store.create(SERVICE_INSTANCES, body)
+                return await ctx.store.create(SERVICE_INSTANCES, await with_secret_env(service, body))
             except AlreadyExists:
                 return await ctx.store.patch(SERVICE_INSTANCES, service.name, patch)
         except KubeError as error:
