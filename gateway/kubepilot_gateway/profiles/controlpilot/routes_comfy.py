@@ -37,7 +37,8 @@ from kubepilot_api.serviceinstance import ServicePhase, ServiceType
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.profiles.controlpilot import services as svc
 from kubepilot_gateway.profiles.controlpilot.comfy_images import OutputIndex, latest_image
-from kubepilot_gateway.profiles.controlpilot.upstream import (
+from kubepilot_gateway.settings import Strict
+from kubepilot_gateway.upstream import (
     ServiceEndpoint,
     UpstreamHttp,
     close_client,
@@ -49,7 +50,6 @@ from kubepilot_gateway.profiles.controlpilot.upstream import (
     streaming_response,
     websocket_url,
 )
-from kubepilot_gateway.settings import Strict
 
 log = logging.getLogger(__name__)
 JsonObject = dict[str, Any]

@@ -35,12 +35,12 @@ from kubepilot_gateway.kube import SECRETS, AlreadyExists, KubeError, NotFound
 from kubepilot_gateway.profiles.controlpilot import copilot as cp
 from kubepilot_gateway.profiles.controlpilot import services as svc
 from kubepilot_gateway.profiles.controlpilot.routes_services import kube_failure
-from kubepilot_gateway.profiles.controlpilot.upstream import (
+from kubepilot_gateway.settings import Strict
+from kubepilot_gateway.upstream import (
     SERVICE_INSTANCES,
     UpstreamHttp,
     service_endpoint,
 )
-from kubepilot_gateway.settings import Strict
 
 log = logging.getLogger(__name__)
 JsonObject = dict[str, Any]
