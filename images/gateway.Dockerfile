@@ -19,8 +19,11 @@ ENV PATH=/opt/kubepilot/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 COPY --from=build /opt/kubepilot /opt/kubepilot
 RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin kubepilot
 USER 10001
-# The API port; /healthz answers while the gateway can serve.
-EXPOSE 8000
-HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
+# The profiles' native ports (ControlPilot, ComfyUI-Docker, OneTrainer, sd.cpp Studio, HomePilot),
+# then the combined port: every profile under /p/<profile>, and /healthz, which answers once the
+# cache has synced.
+EXPOSE 7878 8080 8000 3000 8001
+EXPOSE 9000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9000/healthz', timeout=4)"]
 ENTRYPOINT ["kubepilot", "gateway"]

@@ -42,7 +42,7 @@ def one(manifests: list[Manifest], kind: str, name: str | None = None) -> Manife
 
 
 def operator_container(manifests: list[Manifest]) -> Manifest:
-    pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
+    pod = one(manifests, "Deployment", f"{RELEASE}-operator")["spec"]["template"]["spec"]
     [container] = pod["containers"]
     return dict(container)
 

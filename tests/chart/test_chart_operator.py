@@ -129,7 +129,7 @@ def test_the_service_sends_intake_and_health_traffic_to_the_operator_pods() -> N
     ports = {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
     assert ports == {"intake": (8081, "intake"), "health": (8080, "health")}
     assert {target for _, target in ports.values()} <= container_ports
-    deployment = one(manifests, "Deployment")
+    deployment = one(manifests, "Deployment", f"{RELEASE}-operator")
     assert deployment["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
 
 
@@ -146,7 +146,7 @@ def test_image_resources_and_scheduling_come_from_values() -> None:
         }
     }
     manifests = render(values)
-    deployment = one(manifests, "Deployment")
+    deployment = one(manifests, "Deployment", f"{RELEASE}-operator")
     pod = deployment["spec"]["template"]
     container = operator_container(manifests)
     assert deployment["spec"]["replicas"] == 2
@@ -167,7 +167,9 @@ def test_the_chart_runs_the_operator_and_no_worker_pod() -> None:
         for doc in manifests
         if doc["kind"] in {"Pod", "Job", "CronJob", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"}
     ]
-    assert [(doc["kind"], doc["metadata"]["name"]) for doc in workloads] == [
-        ("Deployment", f"{RELEASE}-operator")
-    ]
+    # Besides the operator, only the gateway (a Deployment) and the node agent (a DaemonSet, off
+    # by default) are the chart's own; workloads' pods come from the operator.
+    kinds = {(doc["kind"], doc["metadata"]["name"]) for doc in workloads}
+    assert ("Deployment", f"{RELEASE}-operator") in kinds
+    assert kinds <= {("Deployment", f"{RELEASE}-operator"), ("Deployment", f"{RELEASE}-gateway")}
     assert of_kind(manifests, "Job") == []

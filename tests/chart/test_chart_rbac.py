@@ -8,7 +8,7 @@ import pytest
 
 from kubepilot_operator import rbac_cli
 from kubepilot_operator.rbac import KINDS, RULES, Rule, cluster_role, covers, policy_rules
-from tests.chart.chart_tools import NAMESPACE, RELEASE, ROOT, of_kind, one, render
+from tests.chart.chart_tools import NAMESPACE, RELEASE, ROOT, Manifest, of_kind, one, render
 
 NEEDED = [
     ("kubepilot.io", "modelpulls", "watch"),
@@ -125,12 +125,16 @@ def test_the_chart_cluster_role_grants_exactly_the_table_to_the_operator() -> No
         "kind": "ClusterRole",
         "name": role["metadata"]["name"],
     }
-    account = one(manifests, "ServiceAccount")
+    account = one(manifests, "ServiceAccount", f"{RELEASE}-operator")
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": NAMESPACE}
     ]
-    pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
+    pod = one(manifests, "Deployment", f"{RELEASE}-operator")["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == account["metadata"]["name"]
+
+
+def _component(doc: Manifest) -> str:
+    return str(doc["metadata"]["labels"].get("app.kubernetes.io/component", ""))
 
 
 def test_rbac_and_service_account_can_be_left_to_the_cluster_admin() -> None:
@@ -138,16 +142,21 @@ def test_rbac_and_service_account_can_be_left_to_the_cluster_admin() -> None:
         {"operator": {"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "ops-made"}}}
     )
     for kind in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount"):
-        assert of_kind(manifests, kind) == []
-    assert one(manifests, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops-made"
+        # The gateway's own account and Roles have their own switches (test_gateway_rbac_table.py).
+        assert [doc for doc in of_kind(manifests, kind) if _component(doc) == "operator"] == []
+    assert (
+        one(manifests, "Deployment", f"{RELEASE}-operator")["spec"]["template"]["spec"]["serviceAccountName"]
+        == "ops-made"
+    )
 
 
 def test_worker_pods_get_no_service_account_or_binding_from_the_chart() -> None:
     manifests = render()
     # The operator creates the rights-less kubepilot-worker account per namespace itself.
-    assert [doc["metadata"]["name"] for doc in of_kind(manifests, "ServiceAccount")] == [
-        f"{RELEASE}-operator"
-    ]
+    # The gateway's account, when it is installed, is the only other one.
+    components = {f"{RELEASE}-operator", f"{RELEASE}-gateway"}
+    accounts = {doc["metadata"]["name"] for doc in of_kind(manifests, "ServiceAccount")}
+    assert f"{RELEASE}-operator" in accounts and accounts <= components
     bindings = of_kind(manifests, "ClusterRoleBinding") + of_kind(manifests, "RoleBinding")
-    subjects = [subject["name"] for binding in bindings for subject in binding["subjects"]]
-    assert subjects == [f"{RELEASE}-operator"]
+    subjects = {subject["name"] for binding in bindings for subject in binding["subjects"]}
+    assert subjects == accounts

@@ -13,7 +13,7 @@ def _claims(values: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
 
 
 def _pod_claims(values: dict[str, Any]) -> dict[str, str]:
-    volumes = one(render(values), "Deployment")["spec"]["template"]["spec"]["volumes"]
+    volumes = one(render(values), "Deployment", f"{RELEASE}-operator")["spec"]["template"]["spec"]["volumes"]
     return {
         v["name"]: v["persistentVolumeClaim"]["claimName"] for v in volumes if "persistentVolumeClaim" in v
     }

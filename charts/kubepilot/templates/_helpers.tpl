@@ -78,3 +78,162 @@ the operator's namespace).
 -}}
 {{- mustMergeOverwrite (deepCopy (.Values.operator.settings | default dict)) $owned | toYaml -}}
 {{- end -}}
+
+{{/* The gateway's objects: Deployment, Services, ServiceAccount, Roles, settings ConfigMap, Ingress. */}}
+{{- define "kubepilot.gateway.fullname" -}}
+{{- printf "%s-gateway" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "kubepilot.gateway.serviceAccountName" -}}
+{{- if .Values.gateway.serviceAccount.create -}}
+{{- default (include "kubepilot.gateway.fullname" .) .Values.gateway.serviceAccount.name -}}
+{{- else -}}
+{{- required "gateway.serviceAccount.name is required when gateway.serviceAccount.create is false" .Values.gateway.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "kubepilot.gateway.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end -}}
+
+{{- define "kubepilot.gateway.labels" -}}
+{{ include "kubepilot.labels" . }}
+app.kubernetes.io/component: gateway
+{{- end -}}
+
+{{/* The namespace the profiles work in: gateway.namespace, else the release's. */}}
+{{- define "kubepilot.gateway.namespace" -}}
+{{- default .Release.Namespace .Values.gateway.namespace -}}
+{{- end -}}
+
+{{/* The per-profile Service of one profile. Call with (dict "root" $ "profile" "controlpilot"). */}}
+{{- define "kubepilot.gateway.profileServiceName" -}}
+{{- printf "%s-gateway-%s" .root.Release.Name .profile | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Where the auth tokens Secret is mounted, and the file the gateway reads them from. */}}
+{{- define "kubepilot.gateway.authSecretName" -}}
+{{- default (printf "%s-auth" (include "kubepilot.gateway.fullname" .)) .Values.gateway.auth.existingSecret -}}
+{{- end -}}
+
+{{- define "kubepilot.gateway.tokensFile" -}}
+{{- printf "/etc/kubepilot/gateway-auth/%s" .Values.gateway.auth.secretKey -}}
+{{- end -}}
+
+{{/*
+The profiles served at their root on their own port, as a JSON list of {name, port, servicePort}
+(sorted by name): every enabled profile with a port, unless gateway.native is off. The render
+fails when two listeners would share a port, as the gateway itself would refuse to start.
+*/}}
+{{- define "kubepilot.gateway.nativeProfiles" -}}
+{{- $g := .Values.gateway -}}
+{{- $native := list -}}
+{{- $taken := list (int $g.ports.combined) -}}
+{{- if $g.native -}}
+{{- range $name, $profile := $g.profiles -}}
+{{- if and $profile.enabled (gt (int $profile.port) 0) -}}
+{{- $port := int $profile.port -}}
+{{- if has $port $taken -}}
+{{- fail (printf "gateway.profiles.%s.port %d is already taken by another gateway listener" $name $port) -}}
+{{- end -}}
+{{- $taken = append $taken $port -}}
+{{- $native = append $native (dict "name" $name "port" $port "servicePort" (int (default $port $profile.servicePort))) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $native | toJson -}}
+{{- end -}}
+
+{{/*
+The gateway's settings file (kubepilot_gateway.settings.Settings as YAML, with the `listeners:`
+mapping that kubepilot_gateway.app.settings.ListenerSettings reads): gateway.settings and
+gateway.listeners from the values, with the keys the chart must own to stay consistent with its
+own objects set over them (namespaces, volume paths, host and ports, which profiles are on,
+the tokens file). Owned keys are set one by one, so a false or 0 from the values wins too. The
+node agents' URL and the operator's schedule ConfigMap (operator.settings.scheduleConfigMap) are
+defaults for ControlPilot's `system` section: values given in gateway.settings are kept.
+*/}}
+{{- define "kubepilot.gateway.settings" -}}
+{{- $g := .Values.gateway -}}
+{{- $settings := deepCopy ($g.settings | default dict) -}}
+{{- $_ := set $settings "namespace" (include "kubepilot.gateway.namespace" .) -}}
+{{- $_ = set $settings "operatorNamespace" .Release.Namespace -}}
+{{- $volumes := dict -}}
+{{- range $name := include "kubepilot.volumes" . | fromJsonArray -}}
+{{- $_ = set $volumes $name (printf "/%s" $name) -}}
+{{- end -}}
+{{- $_ = set $settings "volumes" $volumes -}}
+{{- $profileSettings := get $settings "profileSettings" | default dict -}}
+{{- $controlpilot := get $profileSettings "controlpilot" | default dict -}}
+{{- $system := get $controlpilot "system" | default dict -}}
+{{- if not (hasKey $system "nodeAgentUrls") -}}
+{{- $urls := list -}}
+{{- if .Values.nodeAgent.enabled -}}
+{{- $urls = list (include "kubepilot.nodeAgent.url" .) -}}
+{{- end -}}
+{{- $_ = set $system "nodeAgentUrls" $urls -}}
+{{- end -}}
+{{- $schedule := get (.Values.operator.settings | default dict) "scheduleConfigMap" -}}
+{{- if and $schedule (not (hasKey $system "scheduleConfigMap")) -}}
+{{- $_ = set $system "scheduleConfigMap" $schedule -}}
+{{- end -}}
+{{- $_ = set $controlpilot "system" $system -}}
+{{- $_ = set $profileSettings "controlpilot" $controlpilot -}}
+{{- $_ = set $settings "profileSettings" $profileSettings -}}
+{{- $listeners := deepCopy ($g.listeners | default dict) -}}
+{{- $_ = set $listeners "host" "0.0.0.0" -}}
+{{- $_ = set $listeners "combinedPort" (int $g.ports.combined) -}}
+{{- $_ = set $listeners "native" $g.native -}}
+{{- $profiles := get $listeners "profiles" | default dict -}}
+{{- range $name, $profile := $g.profiles -}}
+{{- $listener := get $profiles $name | default dict -}}
+{{- $_ = set $listener "enabled" $profile.enabled -}}
+{{- $_ = set $listener "port" (int $profile.port) -}}
+{{- $_ = set $profiles $name $listener -}}
+{{- end -}}
+{{- $_ = set $listeners "profiles" $profiles -}}
+{{- $auth := get $listeners "auth" | default dict -}}
+{{- $_ = set $auth "enabled" $g.auth.enabled -}}
+{{- if $g.auth.enabled -}}
+{{- $_ = set $auth "tokensFile" (include "kubepilot.gateway.tokensFile" .) -}}
+{{- end -}}
+{{- $_ = set $listeners "auth" $auth -}}
+{{- $_ = set $settings "listeners" $listeners -}}
+{{- $settings | toYaml -}}
+{{- end -}}
+
+{{/* The node agent's objects: DaemonSet, headless Service, config ConfigMap. */}}
+{{- define "kubepilot.nodeAgent.fullname" -}}
+{{- printf "%s-node-agent" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "kubepilot.nodeAgent.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: node-agent
+{{- end -}}
+
+{{- define "kubepilot.nodeAgent.labels" -}}
+{{ include "kubepilot.labels" . }}
+app.kubernetes.io/component: node-agent
+{{- end -}}
+
+{{/* The agents' headless Service: its name resolves to every agent pod. */}}
+{{- define "kubepilot.nodeAgent.url" -}}
+{{- printf "http://%s.%s.svc:%d" (include "kubepilot.nodeAgent.fullname" .) .Release.Namespace (int .Values.nodeAgent.port) -}}
+{{- end -}}
+
+{{/*
+The node agent's config file (kubepilot_api.workers.config.NodeAgentConfig as JSON): the
+container's root, whose overlay filesystem reports the node's container storage, and each host
+directory of nodeAgent.hostDisks at /host/<name>, mounted read-only.
+*/}}
+{{- define "kubepilot.nodeAgent.config" -}}
+{{- $paths := list "/" -}}
+{{- range .Values.nodeAgent.hostDisks -}}
+{{- $paths = append $paths (printf "/host/%s" .name) -}}
+{{- end -}}
+{{- dict "host" "0.0.0.0" "port" (int .Values.nodeAgent.port) "diskPaths" $paths | toPrettyJson -}}
+{{- end -}}
