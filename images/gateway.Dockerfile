@@ -17,6 +17,9 @@ RUN python -m venv /opt/kubepilot \
 FROM python:3.11.11-slim-bookworm
 ENV PATH=/opt/kubepilot/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 COPY --from=build /opt/kubepilot /opt/kubepilot
+# ControlPilot's /api/docs, /api/changelog and /api/docs/file serve the project's own markdown.
+COPY README.md CHANGELOG.md /opt/kubepilot/share/kubepilot/docs/
+COPY docs /opt/kubepilot/share/kubepilot/docs/docs
 RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin kubepilot
 USER 10001
 # The profiles' native ports (ControlPilot, ComfyUI-Docker, OneTrainer, sd.cpp Studio, HomePilot),
