@@ -136,7 +136,7 @@ def reconcile(ctx: Context, key: WorkKey) -> float | None:
     pods = ctx.cache.owned("pods", job["metadata"]["uid"]) if job else []
     pods_view = podstate.view(pods)
     jv = podstate.job_view(job)
-    report = ctx.report(key, pods_view.final_report)
+    report = ctx.report(key, pods_view.final_report, cr)
     download_report = report if isinstance(report, DownloadReport) else None
     _apply_report(status, download_report)
     if download_report and download_report.progress:

@@ -56,7 +56,7 @@ def reconcile(ctx: Context, key: WorkKey) -> float | None:
     job = ctx.cache.get("jobs", key.namespace, job_name)
     pods = ctx.cache.owned("pods", job["metadata"]["uid"]) if job else []
     view = podstate.view(pods)
-    report = ctx.report(key, view.final_report)
+    report = ctx.report(key, view.final_report, cr)
     train_report = report if isinstance(report, TrainingReport) else None
     _apply_report(ctx, key, status, train_report)
     requeue: float | None = None
