@@ -23,7 +23,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 REQUIRED_IMAGES = {
     "operator", "gateway", "downloader", "trainer", "generator", "node-agent", "comfyui", "kohya",
-    "diffusion-pipe", "onetrainer", "jupyter", "code-server", "sdcpp-server",
+    "diffusion-pipe", "onetrainer", "jupyter", "code-server", "sdcpp-server", "copilot",
 }  # fmt: skip
 GPU_IMAGES = {
     "trainer",
@@ -45,6 +45,7 @@ SERVER_IMAGES = {
     "jupyter",
     "code-server",
     "sdcpp-server",
+    "copilot",
 }
 TOOL_IMAGES = {"comfyui", "kohya", "diffusion-pipe", "onetrainer", "sdcpp-server"}
 """Third-party tools that also carry our adapter, named by the ``io.kubepilot.adapter-command`` label."""

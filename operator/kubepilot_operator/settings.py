@@ -120,6 +120,7 @@ class ServiceCatalogEntry(Strict):
 
 def default_catalog() -> dict[str, ServiceCatalogEntry]:
     python_worker = ["python", "-m"]
+    storage = Storage()
     return {
         ServiceType.KUBEPILOT_GENERATOR.value: ServiceCatalogEntry(
             image="kubepilot/generator:0.1.0",
@@ -158,6 +159,30 @@ def default_catalog() -> dict[str, ServiceCatalogEntry]:
             command=["code-server", "--bind-addr", "0.0.0.0:8080", "--auth", "none", "--disable-telemetry"],
             ports=[CatalogPort(name="http", port=8080)],
             readinessPath="/healthz",
+        ),
+        # ControlPilot's Copilot sidecar (CS-01 … CS-03): runs the Copilot CLI in /workspace. Pods mount
+        # the volumes at their own paths; the sidecar links each `--volume` into /workspace (so
+        # /workspace/models is the models volume) and accepts it as a cwd. The token comes from the
+        # ServiceInstance's envFromSecrets (the gateway's copilot-token Secret).
+        ServiceType.COPILOT.value: ServiceCatalogEntry(
+            image="kubepilot/copilot:0.1.0",
+            command=[*python_worker, "kubepilot_workers.copilot", "--host", "0.0.0.0", "--port", "7879"],
+            args=[
+                arg
+                for volume in (storage.models, storage.datasets, storage.outputs)
+                for arg in ("--volume", volume.mountPath)
+            ],
+            ports=[CatalogPort(name="http", port=7879)],
+            readinessPath="/health",
+        ),
+        # TensorBoard over the outputs volume (ControlPilot's "diffpipe" service), from the
+        # diffusion-pipe image, whose virtualenv (on its PATH) has tensorboard; the command replaces
+        # the image's trainer entrypoint.
+        ServiceType.TENSORBOARD.value: ServiceCatalogEntry(
+            image="kubepilot/diffusion-pipe:0.1.0",
+            command=["tensorboard", f"--logdir={storage.outputs.mountPath}", "--host=0.0.0.0", "--port=6006"],
+            ports=[CatalogPort(name="http", port=6006)],
+            readinessPath="/",
         ),
     }
 

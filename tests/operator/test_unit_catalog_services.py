@@ -1,0 +1,67 @@
+"""The service catalog's copilot and tensorboard entries, through the ServiceInstance builder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubepilot_api.serviceinstance import ServiceInstance
+from kubepilot_operator.builders import serviceinstance as build
+from kubepilot_operator.settings import default_catalog
+from tests.operator.builder_settings import settings_with
+
+Obj = dict[str, Any]
+
+
+def deployment_of(service_type: str, spec: Obj | None = None) -> Obj:
+    cr = ServiceInstance(spec={"serviceType": service_type, **(spec or {})}).to_dict()
+    cr["metadata"] = {"name": service_type, "namespace": "studio", "uid": "0000-1111"}
+    return build.deployment(settings_with(), cr, replicas=1, restart_nonce="")
+
+
+def main_container(deployment: Obj) -> Obj:
+    containers: list[Obj] = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1  # no executor: no adapter sidecar
+    return containers[0]
+
+
+def test_copilot_entry_runs_the_sidecar_on_7879() -> None:
+    entry = default_catalog()["copilot"]
+    assert entry.image == "kubepilot/copilot:0.1.0"
+    assert entry.command == [
+        "python",
+        "-m",
+        "kubepilot_workers.copilot",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "7879",
+    ]
+    assert [(p.name, p.port) for p in entry.ports] == [("http", 7879)]
+    assert entry.readinessPath == "/health"
+    assert entry.executor == "none"
+
+
+def test_copilot_pod_links_every_mounted_volume_into_its_workspace() -> None:
+    main = main_container(deployment_of("copilot", {"envFromSecrets": ["copilot-token"]}))
+    command = main["command"]
+    assert command[:7] == default_catalog()["copilot"].command
+    volumes = [command[i + 1] for i, arg in enumerate(command) if arg == "--volume"]
+    mounted = {m["mountPath"] for m in main["volumeMounts"] if m["name"] in {"models", "datasets", "outputs"}}
+    assert sorted(volumes) == sorted(mounted) == ["/datasets", "/models", "/outputs"]
+    assert main["readinessProbe"]["httpGet"] == {"path": "/health", "port": 7879}
+    assert main["ports"] == [{"name": "http", "containerPort": 7879}]
+    assert main["envFrom"] == [{"secretRef": {"name": "copilot-token"}}]
+    assert "KUBEPILOT_CONFIG" not in {e["name"] for e in main["env"]}
+
+
+def test_tensorboard_entry_serves_the_outputs_volume() -> None:
+    settings = settings_with()
+    main = main_container(deployment_of("tensorboard"))
+    assert main["image"] == "kubepilot/diffusion-pipe:0.1.0"
+    assert main["command"][0] == "tensorboard"
+    assert f"--logdir={settings.storage.outputs.mountPath}" in main["command"]
+    assert {"name": "outputs", "mountPath": settings.storage.outputs.mountPath} in main["volumeMounts"]
+    assert main["readinessProbe"]["httpGet"] == {"path": "/", "port": 6006}
+    cr = ServiceInstance(spec={"serviceType": "tensorboard"}).to_dict()
+    cr["metadata"] = {"name": "tb", "namespace": "studio", "uid": "0000-2222"}
+    assert [p["port"] for p in build.service(settings, cr)["spec"]["ports"]] == [6006]
