@@ -120,7 +120,6 @@ class ServiceCatalogEntry(Strict):
 
 def default_catalog() -> dict[str, ServiceCatalogEntry]:
     python_worker = ["python", "-m"]
-    storage = Storage()
     return {
         ServiceType.KUBEPILOT_GENERATOR.value: ServiceCatalogEntry(
             image="kubepilot/generator:0.1.0",
@@ -133,7 +132,9 @@ def default_catalog() -> dict[str, ServiceCatalogEntry]:
         ServiceType.COMFYUI.value: ServiceCatalogEntry(
             image="kubepilot/comfyui:0.1.0",
             command=["/opt/ComfyUI/venv/bin/python", "/opt/ComfyUI/main.py", "--listen", "0.0.0.0"],
-            args=["--port", "8188"],
+            # Images land on the outputs volume, where ControlPilot's latest-image endpoint and the
+            # dashboards look for them ($(VAR) is expanded from the pod's environment).
+            args=["--port", "8188", "--output-directory", "$(KUBEPILOT_OUTPUTS_DIR)/comfy"],
             ports=[CatalogPort(name="http", port=8188)],
             readinessPath="/system_stats",
             executor="adapter",
@@ -169,8 +170,8 @@ def default_catalog() -> dict[str, ServiceCatalogEntry]:
             command=[*python_worker, "kubepilot_workers.copilot", "--host", "0.0.0.0", "--port", "7879"],
             args=[
                 arg
-                for volume in (storage.models, storage.datasets, storage.outputs)
-                for arg in ("--volume", volume.mountPath)
+                for variable in ("KUBEPILOT_MODELS_DIR", "KUBEPILOT_DATASETS_DIR", "KUBEPILOT_OUTPUTS_DIR")
+                for arg in ("--volume", f"$({variable})")
             ],
             ports=[CatalogPort(name="http", port=7879)],
             readinessPath="/health",
@@ -180,7 +181,7 @@ def default_catalog() -> dict[str, ServiceCatalogEntry]:
         # the image's trainer entrypoint.
         ServiceType.TENSORBOARD.value: ServiceCatalogEntry(
             image="kubepilot/diffusion-pipe:0.1.0",
-            command=["tensorboard", f"--logdir={storage.outputs.mountPath}", "--host=0.0.0.0", "--port=6006"],
+            command=["tensorboard", "--logdir=$(KUBEPILOT_OUTPUTS_DIR)", "--host=0.0.0.0", "--port=6006"],
             ports=[CatalogPort(name="http", port=6006)],
             readinessPath="/",
         ),

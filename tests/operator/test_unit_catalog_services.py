@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from kubepilot_api.serviceinstance import ServiceInstance
@@ -24,6 +25,12 @@ def main_container(deployment: Obj) -> Obj:
     return containers[0]
 
 
+def expanded_command(container: Obj) -> list[str]:
+    """The container's command as Kubernetes runs it: $(VAR) replaced from its plain env values."""
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    return [re.sub(r"\$\((\w+)\)", lambda m: env.get(m[1], m[0]), arg) for arg in container["command"]]
+
+
 def test_copilot_entry_runs_the_sidecar_on_7879() -> None:
     entry = default_catalog()["copilot"]
     assert entry.image == "kubepilot/copilot:0.1.0"
@@ -43,7 +50,7 @@ def test_copilot_entry_runs_the_sidecar_on_7879() -> None:
 
 def test_copilot_pod_links_every_mounted_volume_into_its_workspace() -> None:
     main = main_container(deployment_of("copilot", {"envFromSecrets": ["copilot-token"]}))
-    command = main["command"]
+    command = expanded_command(main)
     assert command[:7] == default_catalog()["copilot"].command
     volumes = [command[i + 1] for i, arg in enumerate(command) if arg == "--volume"]
     mounted = {m["mountPath"] for m in main["volumeMounts"] if m["name"] in {"models", "datasets", "outputs"}}
@@ -59,9 +66,21 @@ def test_tensorboard_entry_serves_the_outputs_volume() -> None:
     main = main_container(deployment_of("tensorboard"))
     assert main["image"] == "kubepilot/diffusion-pipe:0.1.0"
     assert main["command"][0] == "tensorboard"
-    assert f"--logdir={settings.storage.outputs.mountPath}" in main["command"]
+    assert f"--logdir={settings.storage.outputs.mountPath}" in expanded_command(main)
     assert {"name": "outputs", "mountPath": settings.storage.outputs.mountPath} in main["volumeMounts"]
     assert main["readinessProbe"]["httpGet"] == {"path": "/", "port": 6006}
     cr = ServiceInstance(spec={"serviceType": "tensorboard"}).to_dict()
     cr["metadata"] = {"name": "tb", "namespace": "studio", "uid": "0000-2222"}
     assert [p["port"] for p in build.service(settings, cr)["spec"]["ports"]] == [6006]
+
+
+def test_comfyui_writes_its_images_to_the_outputs_volume() -> None:
+    settings = settings_with()
+    cr = ServiceInstance(spec={"serviceType": "comfyui"}).to_dict()
+    cr["metadata"] = {"name": "comfy", "namespace": "studio", "uid": "0000-3333"}
+    main = build.deployment(settings, cr, replicas=1, restart_nonce="")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    command = expanded_command(main)
+    output = command[command.index("--output-directory") + 1]
+    assert output == f"{settings.storage.outputs.mountPath}/comfy"

@@ -31,6 +31,9 @@ CONFIG_FILE = "config.json"
 TOKEN_FILE = "token"
 TERMINATION_PATH = "/dev/termination-log"
 STOP_GRACE_ENV = "KUBEPILOT_STOP_GRACE_SECONDS"
+MODELS_DIR_ENV = "KUBEPILOT_MODELS_DIR"
+DATASETS_DIR_ENV = "KUBEPILOT_DATASETS_DIR"
+OUTPUTS_DIR_ENV = "KUBEPILOT_OUTPUTS_DIR"
 VOLUME_NAMES = ("models", "datasets", "outputs")
 
 
@@ -124,6 +127,13 @@ def worker_env(
         {"name": TOKEN_FILE_ENV, "value": f"{SECRET_MOUNT}/{TOKEN_FILE}"},
         {"name": TERMINATION_MESSAGE_ENV, "value": TERMINATION_PATH},
         {"name": POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+    ]
+    # Where this pod sees the three volumes: catalog commands refer to them as $(KUBEPILOT_*_DIR), so
+    # a mount path changed in the settings reaches every program's arguments.
+    env += [
+        {"name": MODELS_DIR_ENV, "value": settings.storage.models.mountPath},
+        {"name": DATASETS_DIR_ENV, "value": settings.storage.datasets.mountPath},
+        {"name": OUTPUTS_DIR_ENV, "value": settings.storage.outputs.mountPath},
     ]
     if with_config:
         env.insert(0, {"name": CONFIG_ENV, "value": f"{SECRET_MOUNT}/{CONFIG_FILE}"})

@@ -117,7 +117,8 @@ def reconcile(ctx: Context, key: WorkKey) -> float | None:
         likely_absent=True,
     )
     ctx.cache.upsert("services", service)
-    pods = [p for p in service_pods(ctx, cr) if not p["metadata"].get("deletionTimestamp")]
+    every_pod = service_pods(ctx, cr)
+    pods = [p for p in every_pod if not p["metadata"].get("deletionTimestamp")]
     view = podstate.view(pods)
     ip = service.get("spec", {}).get("clusterIP", "")
     ports = build.ports(si, entry)
@@ -138,7 +139,11 @@ def reconcile(ctx: Context, key: WorkKey) -> float | None:
     status["queue"], activity = _queue(ctx, cr)
     if activity and activity > str(status.get("lastActivityTime") or ""):
         status["lastActivityTime"] = activity
-    requeue = _phase(ctx, cr, si, status, conditions, view, deployment, pods)
+    # A stopped service is Stopping until its last pod is gone, terminating ones included: their
+    # processes may still run through the grace period (ControlPilot's STOPPED means none runs).
+    requeue = _phase(
+        ctx, cr, si, status, conditions, view, deployment, every_pod if not si.spec.running else pods
+    )
     restart_state = status["actions"].get("restart") or {}
     if restart_state.get("state") == "Pending" and status.get("phase") == "Running":
         # Done once the ready pod is one made from the template that carries this nonce.
