@@ -164,10 +164,12 @@ def default_catalog() -> dict[str, ServiceCatalogEntry]:
         # ControlPilot's Copilot sidecar (CS-01 … CS-03): runs the Copilot CLI in /workspace. Pods mount
         # the volumes at their own paths; the sidecar links each `--volume` into /workspace (so
         # /workspace/models is the models volume) and accepts it as a cwd. The token comes from the
-        # ServiceInstance's envFromSecrets (the gateway's copilot-token Secret).
+        # ServiceInstance's envFromSecrets (the gateway's copilot-token Secret). It binds the pod's IP,
+        # as the generator does: probes and Services reach it there, and in the devcluster, where
+        # pods share the host's network, a wildcard bind would collide with the Service's proxy.
         ServiceType.COPILOT.value: ServiceCatalogEntry(
             image="kubepilot/copilot:0.1.0",
-            command=[*python_worker, "kubepilot_workers.copilot", "--host", "0.0.0.0", "--port", "7879"],
+            command=[*python_worker, "kubepilot_workers.copilot", "--host", "$(POD_IP)", "--port", "7879"],
             args=[
                 arg
                 for variable in ("KUBEPILOT_MODELS_DIR", "KUBEPILOT_DATASETS_DIR", "KUBEPILOT_OUTPUTS_DIR")

@@ -39,7 +39,7 @@ def test_copilot_entry_runs_the_sidecar_on_7879() -> None:
         "-m",
         "kubepilot_workers.copilot",
         "--host",
-        "0.0.0.0",
+        "$(POD_IP)",
         "--port",
         "7879",
     ]
