@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from kubepilot_api.trainingrun import TrainerKind, TrainingRun
 from kubepilot_gateway.profiles.controlpilot import dpipe
+from kubepilot_gateway.profiles.controlpilot import models as mdl
 from kubepilot_gateway.profiles.controlpilot import training as tr
 
 JsonObject = dict[str, Any]
@@ -361,3 +362,12 @@ def test_the_dpipe_run_validates_and_its_toml_writes() -> None:
     }
     assert dpipe.validate_response([]) == {"ok": True, "missing": []}
     assert tomllib.loads(tr.DEFAULT_TOML)["network_module"] == "networks.lora"
+
+
+def test_the_default_toml_trains_on_where_the_manifest_pulls_sdxl_base() -> None:
+    """The walk-through: pull the manifest's sdxl-base-1.0, then start TrainPilot with its defaults."""
+    entry = next(e for e in mdl.parse_manifest(mdl.DEFAULT_MANIFEST).entries if e.name == "sdxl-base-1.0")
+    pulled = mdl.new_model_pull(entry)["spec"]
+    base = tomllib.loads(tr.DEFAULT_TOML)["pretrained_model_name_or_path"]
+    filename = entry.source.rpartition(":")[2]
+    assert base == f"/workspace/models/{pulled['destination']['modelType']}/{filename}"

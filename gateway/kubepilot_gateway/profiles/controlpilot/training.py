@@ -409,7 +409,8 @@ def model_check_response(toml_path: str, items: list[ModelCheckItem]) -> JsonObj
 DEFAULT_TOML = """\
 # kubepilot's default TrainPilot TOML: the base sd-scripts settings TrainPilot's profiles start from.
 # The profile (quick_test / regular / high_quality) sets ranks, steps, batch and learning rates.
-pretrained_model_name_or_path = "/workspace/models/stable-diffusion/sdxl/sd_xl_base_1.0.safetensors"
+# The base model is where the model manifest's sdxl-base-1.0 entry lands when pulled.
+pretrained_model_name_or_path = "/workspace/models/checkpoints/sd_xl_base_1.0.safetensors"
 network_module = "networks.lora"
 network_dropout = 0.05
 optimizer_type = "AdamW"
