@@ -1,0 +1,134 @@
+"""The sd.cpp Studio profile (native port 3000): its REST API under ``/api`` and the
+Automatic1111-compatible API at ``/sdapi/v1``, on kubepilot's GenerationJobs.
+
+Decisions (first increment):
+
+- **Every generation is a GenerationJob** named by the UUID the client sees (labelled with the
+  profile), so the queue, the generations list and the images are all read from the cache and a
+  gateway restart loses nothing. The operator schedules it (a running generator service for the
+  model, else a one-shot generator Job). The request fields the spec cannot hold (size string,
+  quality, style, sd.cpp job type, catalog model id) travel in one annotation (``jobs``).
+- **Document shapes by default, the product's under ``compat: product``** (profile setting): the
+  product answers epoch milliseconds instead of seconds, ``/api/generations`` as ``{generations,
+  pagination}`` over every job instead of a bare array of completed ones, and ``authRequired``
+  instead of ``authEnabled`` in ``/api/config``.
+- **/sdapi/v1 answers A1111's own shapes** (samplers ``[{name, aliases, options}]``, sd-models
+  ``[{title, model_name, hash, sha256, filename, config}]``, progress with ``state.job_count`` and
+  ``state.job_no``, txt2img ``{images, parameters, info}`` with ``info`` a JSON string), since
+  every A1111 client reads those rather than the seed's short examples. txt2img honours width and
+  height (the product ignores them). Its model: ``override_settings.sd_model_checkpoint``, then
+  ``sd_model_checkpoint``, then the one set through ``POST /sdapi/v1/options`` (a ConfigMap),
+  then the catalog default.
+- **Errors** are ``{"error": ...}`` (plus ``detail`` where the product adds one), 400 for bad
+  input (never FastAPI's 422), 404 for an unknown job, generation or image. The product's texts
+  are used where known ("Missing required field: prompt", "Invalid model: x", "Generation
+  timeout").
+- **Sizes** must be 64-4096 and multiples of 8 (what the generator accepts): anything else is a
+  400 rather than a job that fails later. An A1111 sampler the generator lacks runs with the
+  model's own scheduler instead of failing.
+- **Any OPTIONS request answers 204 with CORS headers**, as the product does (SillyTavern pings
+  ``OPTIONS /v1/images/generations``); CORS is open to every origin without credentials (the
+  product's Express ``cors()``).
+- **The WebSocket** (``/ws``) is fed by the event bus: document mode sends ``{"type", "data"}``
+  with the full job / generation object; product mode sends the product's ``{"channel", "type",
+  "data"}`` with its short payloads, a ``connected`` greeting, ``subscribed`` acks, ``job_created``
+  and ``generation_complete``. Both answer ``ping`` with ``pong``. A client that lags behind the
+  bus loses the dropped events (no snapshot is resent yet).
+- **Deletes**: ``DELETE /api/generations/:id`` removes the CR and the image files its status
+  names (cancelling it first when it still runs); ``DELETE /api/generations`` removes every
+  finished job (queued and running ones stay), files only with ``delete_files=true``.
+- **Generation logs** are the job's conditions as the operator recorded them.
+- The catalog (``models.yml``) is the profile setting ``models`` for now (read endpoints only:
+  list, one, status, files, downloaded, running); a model's service is the ServiceInstance
+  labelled ``kubepilot.io/sdcpp-model=<id>``. ``authEnabled`` is a setting to set with the
+  listener's auth (a profile cannot see the listener settings yet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse, Response
+
+from kubepilot_gateway.app.errors import Problem, install_error_envelope
+from kubepilot_gateway.app.settings import CorsSettings
+from kubepilot_gateway.context import GatewayContext
+from kubepilot_gateway.profiles import Profile
+from kubepilot_gateway.profiles.sdcpp_studio import jobs as tr
+from kubepilot_gateway.profiles.sdcpp_studio import routes_api, routes_models, routes_sdapi, routes_ws
+from kubepilot_gateway.profiles.sdcpp_studio.config import PROFILE_NAME, sdcpp_settings
+from kubepilot_gateway.profiles.sdcpp_studio.runtime import Runtime
+
+__all__ = ["CORS", "NATIVE_PORT", "PROFILE", "build_app", "create_app", "envelope"]
+
+NATIVE_PORT = 3000
+TITLE = "sd.cpp Studio"
+DESCRIPTION = "sd.cpp Studio (REST API and the Automatic1111-compatible API)"
+CORS = CorsSettings(allowOrigins=["*"], allowCredentials=False, allowMethods=["*"], allowHeaders=["*"])
+PREFLIGHT_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET,HEAD,PUT,PATCH,POST,DELETE",
+    "Access-Control-Allow-Headers": "*",
+}
+
+
+def envelope(request: Request, problem: Problem) -> Response:
+    """The product's error shape: ``{"error": text}``; validation errors add ``detail``."""
+    if problem.source == "auth":
+        body: dict[str, object] = {"error": "Unauthorized"}
+    elif problem.source == "validation":
+        body = {"error": "Invalid parameters", "detail": problem.message}
+    else:
+        body = {"error": problem.message}
+    headers = dict(problem.headers) if problem.headers else None
+    return JSONResponse(body, status_code=problem.status, headers=headers)
+
+
+async def options_204(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """Every OPTIONS request (a preflight or a plain ping) is a 204 with CORS headers."""
+    if request.method == "OPTIONS":
+        headers = dict(PREFLIGHT_HEADERS)
+        asked = request.headers.get("access-control-request-headers")
+        if asked:
+            headers["Access-Control-Allow-Headers"] = asked
+        return Response(status_code=204, headers=headers)
+    return await call_next(request)
+
+
+def build_app(ctx: GatewayContext, *, cors: bool = True) -> FastAPI:
+    """The sd.cpp Studio app over ``ctx``; ``cors`` False leaves CORS to whoever serves it."""
+    app = FastAPI(title=TITLE, docs_url=None, redoc_url=None)
+    install_error_envelope(app, envelope, validation_status=400)
+
+    async def on_bad_request(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, tr.BadRequest)
+        return routes_api.bad_request_response(exc)
+
+    app.add_exception_handler(tr.BadRequest, on_bad_request)
+    if cors:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=CORS.allowOrigins,
+            allow_credentials=CORS.allowCredentials,
+            allow_methods=CORS.allowMethods,
+            allow_headers=CORS.allowHeaders,
+        )
+    # Added last, so outermost: every OPTIONS is the product's 204, preflights included.
+    app.middleware("http")(options_204)
+    runtime = Runtime(ctx, sdcpp_settings(ctx))
+    app.include_router(routes_api.create_router(runtime))
+    app.include_router(routes_models.create_router(runtime))
+    app.include_router(routes_sdapi.create_router(runtime))
+    app.include_router(routes_ws.create_router(runtime))
+    return app
+
+
+def create_app(ctx: GatewayContext) -> FastAPI:
+    """The sd.cpp Studio app, CORS included, as it runs on its own."""
+    return build_app(ctx, cors=True)
+
+
+PROFILE = Profile(PROFILE_NAME, NATIVE_PORT, partial(build_app, cors=False), DESCRIPTION, cors=CORS)

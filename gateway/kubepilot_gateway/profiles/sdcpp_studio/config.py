@@ -1,0 +1,97 @@
+"""sd.cpp Studio's own settings: ``profileSettings.sdcpp-studio`` of the gateway settings.
+
+The model catalog is the product's ``models.yml`` as settings (rendered from Helm values): each
+entry names a model id the clients send and the path, relative to the models volume, that the
+GenerationJob's ``spec.model`` points at.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from kubepilot_gateway.context import GatewayContext
+from kubepilot_gateway.settings import Strict
+
+PROFILE_NAME = "sdcpp-studio"
+
+Compat = Literal["document", "product"]
+
+
+class HuggingFaceRef(Strict):
+    """Where a catalog model downloads from."""
+
+    repo: str = Field(default="", description="Hugging Face repository (owner/name).")
+
+
+class CatalogModel(Strict):
+    """One ``models.yml`` entry."""
+
+    id: str = Field(min_length=1, max_length=200, description="The model id clients send (`model`).")
+    name: str = Field(default="", description="Display name; empty: the id.")
+    description: str = ""
+    path: str = Field(
+        min_length=1, max_length=1024, description="Model folder or file relative to the models volume."
+    )
+    capabilities: list[str] = Field(default_factory=lambda: ["text-to-image", "image-to-image"])
+    exec_mode: Literal["server", "cli", "api"] = Field(
+        default="cli", description="`cli`: one generator Job per request; `server`: an sd.cpp service."
+    )
+    mode: Literal["preload", "on_demand"] = "on_demand"
+    port: int | None = Field(default=None, ge=1, le=65535)
+    huggingface: HuggingFaceRef = Field(default_factory=HuggingFaceRef)
+    files: list[str] = Field(
+        default_factory=list,
+        description="Files (relative to the models volume) that must exist; empty: `path` itself.",
+    )
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.id
+
+
+class SdcppSettings(Strict):
+    """Everything the sd.cpp Studio endpoints read besides the gateway-wide settings."""
+
+    compat: Compat = Field(
+        default="document",
+        description="`document`: the shapes of the product's REST document (the seed); `product`: the "
+        "shapes its own server answers (for its web UI and CLI).",
+    )
+    defaultModel: str = Field(default="", description="Model id used when a request names none.")
+    models: list[CatalogModel] = Field(default_factory=list, description="The model catalog (models.yml).")
+    sdApiEndpoint: str = Field(default="", description="Reported by /api/config.")
+    authEnabled: bool = Field(
+        default=False,
+        description="Reported by /api/config; set it together with the listener's auth for this profile.",
+    )
+    syncTimeoutSeconds: float = Field(
+        default=300.0, gt=0, description="How long the synchronous endpoints wait for a generation."
+    )
+    defaultSteps: int = Field(default=20, ge=1, le=500, description="Steps when a request sets none.")
+    optionsConfigMap: str = Field(
+        default="sdcpp-studio-options",
+        description="ConfigMap holding the model chosen through POST /sdapi/v1/options.",
+    )
+
+    def model(self, model_id: str) -> CatalogModel | None:
+        """The catalog entry ``model_id`` (also matched by name, path or A1111 title)."""
+        wanted = model_id.strip()
+        if " [" in wanted and wanted.endswith("]"):  # A1111 titles carry " [hash]"
+            wanted = wanted[: wanted.rindex(" [")]
+        for entry in self.models:
+            if wanted in (entry.id, entry.name, entry.path):
+                return entry
+        return None
+
+    def default(self) -> CatalogModel | None:
+        """The default model: ``defaultModel``, else the catalog's first entry."""
+        if self.defaultModel:
+            return self.model(self.defaultModel)
+        return self.models[0] if self.models else None
+
+
+def sdcpp_settings(ctx: GatewayContext) -> SdcppSettings:
+    """This profile's settings from ``ctx.settings.profileSettings`` (a bad value fails the app build)."""
+    return SdcppSettings.model_validate(ctx.settings.profileSettings.get(PROFILE_NAME, {}))

@@ -1,0 +1,438 @@
+"""Pure translation between sd.cpp Studio's REST shapes and GenerationJobs (no I/O, tested alone).
+
+A queue job and a generation are the same GenerationJob, named by the UUID the client sees. What
+the CR spec cannot hold as written (the size string, quality, style, the model id, the seed as
+sent, the sd.cpp job type) travels in one annotation, so every answer is rebuilt from the CR alone
+and a gateway restart loses nothing. Image ids are ``<generation id>-<index>``: stable, and
+resolved through the CR's ``status.outputs`` (never through a path the client sends).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from kubepilot_api.constants import API_VERSION, LABEL_PREFIX, LABEL_PROFILE
+from kubepilot_gateway.profiles.sdcpp_studio.config import PROFILE_NAME, CatalogModel, Compat
+
+JsonObject = dict[str, Any]
+
+ANNOTATION_REQUEST = f"{LABEL_PREFIX}sdcpp-request"
+"""The request fields the spec has no place for, as JSON."""
+LABEL_SOURCE = f"{LABEL_PREFIX}sdcpp-source"
+"""``api`` (the REST API) or ``sdapi`` (the A1111 API): where a job came from."""
+PROFILE_LABELS = {LABEL_PROFILE: PROFILE_NAME}
+
+STATUS_OF_PHASE = {
+    "Pending": "pending",
+    "Processing": "processing",
+    "Completed": "completed",
+    "Failed": "failed",
+    "Cancelled": "cancelled",
+}
+JOB_STATUSES = frozenset(STATUS_OF_PHASE.values())
+ACTIVE_PHASES = frozenset({"Pending", "Processing"})
+TERMINAL_PHASES = frozenset({"Completed", "Failed", "Cancelled"})
+STATS_KEYS = ("pending", "processing", "completed", "failed")
+QUALITIES = frozenset({"auto", "high", "medium", "low", "hd", "standard"})
+STYLES = frozenset({"vivid", "natural"})
+MAX_N = 10
+DEFAULT_SIZE = "512x512"
+_SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*$")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+class BadRequest(ValueError):
+    """Invalid parameters: answered 400 ``{"error": message}`` (plus ``detail`` when set)."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+# -- requests ------------------------------------------------------------------------------------
+
+
+def parse_size(value: Any) -> tuple[int, int]:
+    """``"WxH"`` → (W, H); both must be 64-4096 and multiples of 8 (what the generator accepts)."""
+    match = _SIZE.match(str(value)) if isinstance(value, str | int) else None
+    if match is None:
+        raise BadRequest(f"Invalid size: {value!r}", "size must look like 512x512")
+    width, height = int(match[1]), int(match[2])
+    check_dimensions(width, height)
+    return width, height
+
+
+def check_dimensions(width: int, height: int) -> None:
+    for name, value in (("width", width), ("height", height)):
+        if not 64 <= value <= 4096 or value % 8:
+            raise BadRequest(f"Invalid {name}: {value}", f"{name} must be 64-4096 and a multiple of 8")
+
+
+def as_int(name: str, value: Any, low: int, high: int) -> int:
+    """An integer parameter (JSON number or numeric string) within [low, high]."""
+    if isinstance(value, bool):
+        raise BadRequest(f"Invalid {name}: {value!r}")
+    try:
+        number = int(value) if not isinstance(value, float) or value.is_integer() else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not low <= number <= high:
+        raise BadRequest(f"Invalid {name}: {value!r}", f"{name} must be an integer from {low} to {high}")
+    return number
+
+
+def as_float(name: str, value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool):
+        raise BadRequest(f"Invalid {name}: {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise BadRequest(f"Invalid {name}: {value!r}") from None
+    if not low <= number <= high:
+        raise BadRequest(f"Invalid {name}: {value!r}", f"{name} must be from {low} to {high}")
+    return number
+
+
+def as_seed(value: Any) -> int:
+    """A seed: a number (or numeric string); negative or absent means random (-1)."""
+    if value is None or value == "":
+        return -1
+    seed = as_int("seed", value, -(2**63), 2**63 - 1)
+    return seed if seed >= 0 else -1
+
+
+def unknown_model(model_id: str, catalog: Iterable[CatalogModel]) -> BadRequest:
+    available = ", ".join(entry.id for entry in catalog)
+    return BadRequest(
+        f"Invalid model: {model_id}",
+        f"Model '{model_id}' not found in configuration. Available models: {available}",
+    )
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A validated generation request, as both APIs produce it."""
+
+    kind: str  # generate / edit / variation / upscale
+    model: CatalogModel
+    prompt: str
+    negative_prompt: str = ""
+    width: int = 512
+    height: int = 512
+    n: int = 1
+    seed: int = -1
+    steps: int = 20
+    cfg_scale: float = 7.0
+    sampler: str = ""
+    quality: str | None = None
+    style: str | None = None
+    source: str = "api"
+    extra: Mapping[str, Any] | None = None
+    """More request fields to keep in the annotation (the A1111 request's own)."""
+
+    @property
+    def size(self) -> str:
+        return f"{self.width}x{self.height}"
+
+
+def generate_request(
+    body: Any, models: list[CatalogModel], find: Any, *, default_steps: int = 20
+) -> Generation:
+    """``/api/generate`` and ``/api/queue/generate``: the body checked as the product checks it.
+
+    ``find`` maps a model id to its catalog entry (None when unknown).
+    """
+    if not isinstance(body, dict):
+        raise BadRequest("Invalid JSON body", "the body must be a JSON object")
+    prompt = body.get("prompt")
+    if not prompt:
+        raise BadRequest("Missing required field: prompt")
+    if not isinstance(prompt, str):
+        raise BadRequest("Invalid prompt", "prompt must be a string")
+    model_id = body.get("model")
+    if not model_id:
+        raise BadRequest("Missing required field: model")
+    model = find(str(model_id))
+    if model is None:
+        raise unknown_model(str(model_id), models)
+    negative = body.get("negative_prompt") or ""
+    if not isinstance(negative, str):
+        raise BadRequest("Invalid negative_prompt", "negative_prompt must be a string")
+    width, height = parse_size(body.get("size") or DEFAULT_SIZE)
+    n = as_int("n", body["n"], 1, MAX_N) if body.get("n") is not None else 1
+    quality = body.get("quality")
+    if quality is not None and quality not in QUALITIES:
+        raise BadRequest(f"Invalid quality: {quality!r}", f"quality is one of {', '.join(sorted(QUALITIES))}")
+    style = body.get("style")
+    if style is not None and style not in STYLES:
+        raise BadRequest(f"Invalid style: {style!r}", "style is vivid or natural")
+    steps = body.get("sample_steps")
+    cfg = body.get("cfg_scale")
+    return Generation(
+        kind="generate",
+        model=model,
+        prompt=prompt,
+        negative_prompt=negative,
+        width=width,
+        height=height,
+        n=n,
+        seed=as_seed(body.get("seed")),
+        steps=as_int("sample_steps", steps, 1, 500) if steps is not None else default_steps,
+        cfg_scale=as_float("cfg_scale", cfg, 0, 50) if cfg is not None else 7.0,
+        sampler=str(body.get("sampling_method") or ""),
+        quality=quality,
+        style=style,
+    )
+
+
+def new_job_id() -> str:
+    return str(uuid.uuid4())
+
+
+def generation_job(job_id: str, request: Generation) -> JsonObject:
+    """The GenerationJob for ``request``, named ``job_id``."""
+    spec: JsonObject = {
+        "type": "txt2img",
+        "model": request.model.path,
+        "prompt": request.prompt,
+        "negativePrompt": request.negative_prompt,
+        "width": request.width,
+        "height": request.height,
+        "count": request.n,
+        "seed": request.seed,
+        "steps": request.steps,
+        "cfgScale": request.cfg_scale,
+        "sampler": request.sampler,
+    }
+    kept: JsonObject = {
+        "kind": request.kind,
+        "model": request.model.id,
+        "size": request.size,
+        "quality": request.quality,
+        "style": request.style,
+        "seed": request.seed if request.seed >= 0 else None,
+    }
+    if request.extra:
+        kept["extra"] = dict(request.extra)
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "GenerationJob",
+        "metadata": {
+            "name": job_id,
+            "labels": {**PROFILE_LABELS, LABEL_SOURCE: request.source},
+            "annotations": {ANNOTATION_REQUEST: json.dumps(kept, separators=(",", ":"))},
+        },
+        "spec": spec,
+    }
+
+
+# -- answers -------------------------------------------------------------------------------------
+
+
+def is_ours(cr: JsonObject) -> bool:
+    return ((cr.get("metadata") or {}).get("labels") or {}).get(LABEL_PROFILE) == PROFILE_NAME
+
+
+def looks_like_id(value: str) -> bool:
+    return bool(_UUID.match(value))
+
+
+def kept_request(cr: JsonObject) -> JsonObject:
+    raw = ((cr.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_REQUEST) or "{}"
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def phase(cr: JsonObject) -> str:
+    return str((cr.get("status") or {}).get("phase") or "Pending")
+
+
+def job_status(cr: JsonObject) -> str:
+    return STATUS_OF_PHASE.get(phase(cr), "pending")
+
+
+def epoch(stamp: Any, compat: Compat) -> int | None:
+    """An RFC 3339 time as the product's epoch: seconds (document) or milliseconds (product)."""
+    if not stamp:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    seconds = moment.timestamp()
+    return int(seconds * 1000) if compat == "product" else int(seconds)
+
+
+def progress_fraction(cr: JsonObject) -> float:
+    status = cr.get("status") or {}
+    if status.get("phase") == "Completed":
+        return 1.0
+    percent = int(((status.get("progress") or {}).get("percent")) or -1)
+    return round(percent / 100, 4) if percent >= 0 else 0.0
+
+
+def error_text(cr: JsonObject) -> str | None:
+    error = (cr.get("status") or {}).get("error") or {}
+    if not error:
+        return None
+    return str(error.get("message") or error.get("code") or "Generation failed")
+
+
+def _updated(cr: JsonObject) -> Any:
+    status = cr.get("status") or {}
+    return (
+        status.get("completedAt")
+        or ((status.get("progress") or {}).get("lastUpdatedTime"))
+        or status.get("startedAt")
+        or (cr.get("metadata") or {}).get("creationTimestamp")
+    )
+
+
+def _base(cr: JsonObject, compat: Compat) -> JsonObject:
+    meta = cr.get("metadata") or {}
+    spec = cr.get("spec") or {}
+    kept = kept_request(cr)
+    seed = kept.get("seed")
+    return {
+        "id": meta.get("name"),
+        "type": kept.get("kind") or "generate",
+        "model": kept.get("model") or spec.get("model"),
+        "prompt": spec.get("prompt", ""),
+        "negative_prompt": spec.get("negativePrompt") or None,
+        "size": kept.get("size") or f"{spec.get('width', 512)}x{spec.get('height', 512)}",
+        "seed": str(seed) if seed is not None else None,
+        "n": spec.get("count", 1),
+        "created_at": epoch(meta.get("creationTimestamp"), compat),
+        "updated_at": epoch(_updated(cr), compat),
+    }
+
+
+def job_object(cr: JsonObject, compat: Compat) -> JsonObject:
+    """A queue job (SD-10/11/12)."""
+    status = cr.get("status") or {}
+    kept = kept_request(cr)
+    return {
+        **_base(cr, compat),
+        "quality": kept.get("quality"),
+        "style": kept.get("style"),
+        "input_image_path": None,
+        "status": job_status(cr),
+        "progress": progress_fraction(cr),
+        "error": error_text(cr),
+        "started_at": epoch(status.get("startedAt"), compat),
+        "completed_at": epoch(status.get("completedAt"), compat),
+    }
+
+
+def image_id(generation_id: str, index: int) -> str:
+    return f"{generation_id}-{index}"
+
+
+def split_image_id(value: str) -> tuple[str, int] | None:
+    """(generation id, index) of an image id; None when it is not one of ours."""
+    generation, _, index = value.rpartition("-")
+    if not looks_like_id(generation) or not index.isdigit() or len(index) > 3:
+        return None
+    return generation, int(index)
+
+
+def outputs(cr: JsonObject) -> list[JsonObject]:
+    found = (cr.get("status") or {}).get("outputs") or []
+    return sorted((o for o in found if isinstance(o, dict)), key=lambda o: int(o.get("index", 0)))
+
+
+def image_object(cr: JsonObject, output: JsonObject, outputs_root: str) -> JsonObject:
+    """One image of a generation (SD-16/19); ``file_path`` is where the gateway reads it."""
+    name = str((cr.get("metadata") or {}).get("name"))
+    index = int(output.get("index", 0))
+    return {
+        "id": image_id(name, index),
+        "generation_id": name,
+        "index_in_batch": index,
+        "file_path": f"{outputs_root.rstrip('/')}/{output.get('path', '')}",
+        "mime_type": output.get("mimeType") or "image/png",
+        "width": output.get("width"),
+        "height": output.get("height"),
+        "revised_prompt": None,
+    }
+
+
+def generation_summary(cr: JsonObject, compat: Compat) -> JsonObject:
+    """A generations-list row (SD-15); the product's rows also carry the job's status."""
+    row = {**_base(cr, compat), "image_count": len(outputs(cr))}
+    if compat == "product":
+        row.update(status=job_status(cr), progress=progress_fraction(cr), error=error_text(cr))
+    return row
+
+
+def generation_detail(cr: JsonObject, compat: Compat, outputs_root: str) -> JsonObject:
+    """A generation with its images (SD-16)."""
+    images = [image_object(cr, output, outputs_root) for output in outputs(cr)]
+    detail = {**generation_summary(cr, compat), "images": images}
+    if compat == "document":
+        detail.pop("image_count", None)
+    return detail
+
+
+def sync_answer(cr: JsonObject) -> JsonObject:
+    """What the synchronous endpoints answer (SD-03/04/05): OpenAI-style ids of the images."""
+    name = str((cr.get("metadata") or {}).get("name"))
+    return {
+        "id": name,
+        "created": epoch((cr.get("metadata") or {}).get("creationTimestamp"), "document"),
+        "data": [
+            {
+                "id": image_id(name, int(o.get("index", 0))),
+                "index": int(o.get("index", 0)),
+                "revised_prompt": None,
+            }
+            for o in outputs(cr)
+        ],
+    }
+
+
+def generation_logs(cr: JsonObject) -> JsonObject:
+    """SD-34 from the job's conditions (what the operator recorded), oldest first; ISO times."""
+    entries = []
+    for condition in (cr.get("status") or {}).get("conditions") or []:
+        if not isinstance(condition, dict) or not condition.get("message"):
+            continue
+        failed = condition.get("type") == "Failed" and condition.get("status") == "True"
+        entries.append(
+            {
+                "timestamp": str(condition.get("lastTransitionTime") or ""),
+                "level": "error" if failed else "info",
+                "message": f"{condition.get('type')}: {condition.get('message')}",
+            }
+        )
+    return {"logs": sorted(entries, key=lambda entry: entry["timestamp"])}
+
+
+def stats(jobs: Iterable[JsonObject]) -> dict[str, int]:
+    """Counts by status; exactly the document's four keys (no ``cancelled``)."""
+    counts = dict.fromkeys(STATS_KEYS, 0)
+    for cr in jobs:
+        status = job_status(cr)
+        if status in counts:
+            counts[status] += 1
+    return counts
+
+
+def newest_first(jobs: Iterable[JsonObject]) -> list[JsonObject]:
+    """Newest first by creation time (name breaks ties, so pages are stable)."""
+
+    def key(cr: JsonObject) -> tuple[str, str]:
+        meta = cr.get("metadata") or {}
+        return str(meta.get("creationTimestamp") or ""), str(meta.get("name") or "")
+
+    return sorted(jobs, key=key, reverse=True)

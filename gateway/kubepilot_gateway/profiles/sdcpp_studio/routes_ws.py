@@ -1,0 +1,80 @@
+"""The WebSocket at ``/ws``: ``subscribe`` / ``unsubscribe`` one ``channel`` per message; the
+queue and generations events come from the event bus (the watch), never from polling.
+
+Product mode also sends the product's ``connected`` greeting and ``subscribed`` acknowledgements;
+both modes answer ``{"type": "ping"}`` with ``pong`` (a client can use it to know its earlier
+messages were handled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from kubepilot_gateway.bus import ResourceEvent
+from kubepilot_gateway.profiles.sdcpp_studio import events as ev
+from kubepilot_gateway.profiles.sdcpp_studio.runtime import GENERATION_JOBS, Runtime
+
+JsonObject = dict[str, Any]
+
+
+def create_router(runtime: Runtime) -> APIRouter:
+    router = APIRouter()
+    compat = runtime.settings.compat
+    product = compat == "product"
+
+    @router.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        channels: set[str] = set()
+        if product:
+            greeting = {
+                "type": "connected",
+                "channels": list(ev.CHANNELS),
+                "timestamp": int(time.time() * 1000),
+            }
+            await websocket.send_json(greeting)
+        subscription = runtime.ctx.bus.subscribe(kinds=[GENERATION_JOBS.kind], namespace=runtime.namespace)
+
+        async def pump() -> None:
+            async for item in subscription:
+                if not isinstance(item, ResourceEvent) or item.type == "DELETED":
+                    continue
+                for channel, payload in ev.job_messages(item.old, item.object, compat):
+                    if channel in channels:
+                        await websocket.send_json(payload)
+
+        sender = asyncio.create_task(pump())
+        try:
+            while True:
+                raw = await websocket.receive_text()
+                try:
+                    msg = json.loads(raw)
+                except ValueError:
+                    continue  # the product ignores what it cannot parse
+                if not isinstance(msg, dict):
+                    continue
+                kind, channel = msg.get("type"), msg.get("channel")
+                if kind == "subscribe" and isinstance(channel, str) and channel:
+                    channels.add(channel)
+                    if product:
+                        ack = {"type": "subscribed", "channel": channel, "timestamp": int(time.time() * 1000)}
+                        await websocket.send_json(ack)
+                elif kind == "unsubscribe" and isinstance(channel, str):
+                    channels.discard(channel)
+                elif kind == "ping":
+                    await websocket.send_json({"type": "pong", "timestamp": int(time.time() * 1000)})
+        except WebSocketDisconnect:
+            pass
+        finally:
+            subscription.close()
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+
+    return router

@@ -1,0 +1,88 @@
+"""sd.cpp Studio end to end: an A1111 client's request sequence → GenerationJob → the real operator →
+a one-shot generator pod on the tiny Stable Diffusion model (CPU) → the image back as base64, and
+the same image served byte-exact by the REST API from the outputs volume. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from kubepilot_gateway.context import GatewayContext
+from kubepilot_gateway.kube import ClusterCache, CrStore, KubeClient, resource_for
+from kubepilot_gateway.profiles.sdcpp_studio import create_app
+from tests.gateway.conftest import stack_settings
+from tests.operator.harness import TINY_MODEL, OperatorProcess, Storage
+
+pytestmark = pytest.mark.slow
+
+GJ = resource_for("GenerationJob")
+
+
+@pytest.fixture
+async def http(
+    kube: KubeClient, cache: ClusterCache, store: CrStore, namespace: str, storage: Storage
+) -> AsyncIterator[httpx.AsyncClient]:
+    profile = {
+        "models": [{"id": "tiny-sd", "name": "Tiny SD", "path": TINY_MODEL}],
+        "syncTimeoutSeconds": 120,
+    }
+    settings = stack_settings(namespace, storage, profileSettings={"sdcpp-studio": profile})
+    ctx = GatewayContext(settings=settings, client=kube, cache=cache, store=store, bus=cache.bus)
+    transport = httpx.ASGITransport(app=create_app(ctx))
+    async with httpx.AsyncClient(transport=transport, base_url="http://sd.test", timeout=150) as session:
+        yield session
+
+
+async def test_an_a1111_client_generates_through_a_generation_job_and_the_rest_api_serves_it(
+    operator: OperatorProcess,
+    tiny_sd: Path,
+    http: httpx.AsyncClient,
+    cache: ClusterCache,
+    namespace: str,
+) -> None:
+    # What a SillyTavern-style client sends: models, options (set model), then txt2img with no model.
+    assert [m["title"] for m in (await http.get("/sdapi/v1/sd-models")).json()] == ["tiny-sd"]
+    assert (await http.post("/sdapi/v1/options", json={"sd_model_checkpoint": "tiny-sd"})).status_code == 200
+    body = {"prompt": "a cat", "negative_prompt": "", "width": 64, "height": 96, "steps": 2, "seed": 7}
+    request = asyncio.create_task(http.post("/sdapi/v1/txt2img", json=body))
+    seen: list[dict[str, Any]] = []
+    while not request.done():  # progress polling while it runs, as the client does
+        seen.append((await http.get("/sdapi/v1/progress")).json())
+        await asyncio.sleep(0.2)
+    answer = await request
+    assert answer.status_code == 200, answer.text
+    result = answer.json()
+    assert any(p["state"]["job_count"] == 1 for p in seen)
+
+    (encoded,) = result["images"]
+    png = base64.b64decode(encoded)
+    assert Image.open(io.BytesIO(png)).size == (64, 96)
+    info = json.loads(result["info"])
+    assert (info["all_seeds"], info["width"], info["height"], info["sd_model_name"]) == (
+        [7],
+        64,
+        96,
+        "tiny-sd",
+    )
+    assert result["parameters"]["steps"] == 2
+
+    (job,) = cache.list(GJ, namespace)
+    name = job["metadata"]["name"]
+    assert job["status"]["phase"] == "Completed" and job["status"]["jobName"]  # a one-shot Job ran it
+    rows = (await http.get("/api/generations")).json()
+    assert [(row["id"], row["image_count"], row["size"]) for row in rows] == [(name, 1, "64x96")]
+    (image,) = (await http.get(f"/api/generations/{name}/images")).json()
+    assert (await http.get(f"/api/images/{image['id']}")).content == png
+    queued = (await http.get(f"/api/queue/{name}")).json()
+    assert (queued["status"], queued["progress"]) == ("completed", 1.0)
+    assert (await http.get("/sdapi/v1/progress")).json()["state"]["job_count"] == 0
