@@ -1,0 +1,277 @@
+"""OT-01 … OT-06 (training) and OT-13 / OT-14 (sample requests) over the current TrainingRun.
+
+A start creates the slot's next numbered TrainingRun (``trainer: onetrainer``) from
+``config_dict`` or from the JSON file at ``config_path`` (read by the gateway from the datasets or
+outputs volume; the pod gets the config itself in ``spec.tool.config``). The config's
+``base_model_name`` must be on the models volume and its concept folders on the datasets volume:
+they become ``spec.baseModel.path`` and ``spec.dataset.path`` (the adapter rebuilds OneTrainer's
+concepts from that folder's layout). Stop sets ``spec.stop``; save, backup and the two sample
+requests set a fresh nonce on ``kubepilot.io/action-<name>`` (custom sample parameters in
+``…-params``), which the operator records as Pending in ``status.actions`` and the trainer pod
+acknowledges through the progress channel. Every command answers at once, as OneTrainer does:
+"sent", not "done".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, HTTPException
+from pydantic import BaseModel, Field
+
+from kubepilot_gateway.context import GatewayContext
+from kubepilot_gateway.kube import AlreadyExists, Invalid, KubeError, NotFound, resource_for
+from kubepilot_gateway.profiles.onetrainer import paths
+from kubepilot_gateway.profiles.onetrainer import session as ot
+from kubepilot_gateway.settings import Strict
+
+JsonObject = dict[str, Any]
+TRAINING_RUNS = resource_for("TrainingRun")
+DNS_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+MAX_NAME_TRIES = 5
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class TrainingSettings(Strict):
+    """Settings of the training endpoints (``profileSettings.onetrainer.training``)."""
+
+    runPrefix: str = Field(
+        default="onetrainer",
+        description="Name prefix of the sessions' TrainingRuns (<prefix>-1, -2, …; one active at a time).",
+        max_length=50,
+        pattern=DNS_NAME,
+    )
+    gpuProfile: str = Field(default="default", description="GPU profile (operator config) of the runs.")
+    gpuCount: int = Field(default=1, ge=0, le=16, description="GPUs per run; 0 trains on the CPU.")
+    runEnv: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra environment of every run's trainer (e.g. ONETRAINER_DIR, ONETRAINER_PYTHON).",
+    )
+    image: str = Field(
+        default="", description="Trainer image override; empty: the operator's OneTrainer image."
+    )
+    keepFinishedRuns: int = Field(default=5, ge=0, description="Finished sessions kept as CRs.")
+
+
+class StartRequest(BaseModel):
+    """OT-02's body: one of the two (``config_dict`` wins when both are given)."""
+
+    config_path: str | None = None
+    config_dict: dict[str, Any] | None = None
+
+
+class CustomSampleRequest(BaseModel):
+    """OT-14's body, with the seed's example values as defaults except the prompt."""
+
+    prompt: str = Field(min_length=1, max_length=4096)
+    negative_prompt: str = Field(default="", max_length=4096)
+    seed: int = 42
+    steps: int = Field(default=30, ge=1, le=1000)
+    cfg_scale: float = Field(default=7.5, ge=0, le=100)
+    width: int = Field(default=512, ge=64, le=4096)
+    height: int = Field(default=512, ge=64, le=4096)
+
+
+def bad_request(detail: str) -> HTTPException:
+    return HTTPException(status_code=400, detail=detail)
+
+
+def kube_failure(error: KubeError) -> HTTPException:
+    return HTTPException(status_code=500, detail=f"Kubernetes API error: {error}")
+
+
+def sent(message: str) -> JsonObject:
+    return {"success": True, "message": message}
+
+
+def create_router(ctx: GatewayContext, settings: TrainingSettings) -> APIRouter:
+    router = APIRouter()
+    namespace = ctx.store.namespace
+    volumes = ctx.settings.volumes
+    prefix = settings.runPrefix
+
+    def slot() -> list[JsonObject]:
+        return ctx.cache.list(TRAINING_RUNS, namespace, labels={ot.LABEL_SLOT: prefix})
+
+    def current() -> JsonObject | None:
+        return ot.current_run(prefix, slot())
+
+    def active() -> JsonObject:
+        """The active session; 400 ``No training in progress`` without one."""
+        run = current()
+        if not ot.is_active(run):
+            raise bad_request(ot.NO_TRAINING)
+        assert run is not None
+        return run
+
+    def read_config(raw: str) -> JsonObject:
+        roots = {"datasets": volumes.datasets, "outputs": volumes.outputs}
+        try:
+            volume, relative = paths.contained(raw, roots, "config_path")
+        except ot.StartRefused as error:
+            raise bad_request(str(error)) from error
+        file = Path(roots[volume]).resolve() / relative
+        if not file.is_file():
+            raise bad_request(f"Config file not found: {raw}")
+        if file.stat().st_size > MAX_CONFIG_BYTES:
+            raise bad_request(f"Config file is larger than {MAX_CONFIG_BYTES} bytes: {raw}")
+        try:
+            document = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raise bad_request(f"Invalid config file {raw}: {error}") from error
+        if not isinstance(document, dict):
+            raise bad_request(f"Invalid config file {raw}: not a JSON object")
+        return document
+
+    def base_model_of(config: JsonObject) -> str:
+        raw = config.get("base_model_name")
+        if not isinstance(raw, str) or not raw.strip():
+            raise ot.StartRefused("The config sets no base_model_name")
+        _, relative = paths.contained(raw, {"models": volumes.models}, "base_model_name")
+        if not relative or not (Path(volumes.models).resolve() / relative).exists():
+            raise ot.StartRefused(f"base_model_name not found on the models volume: {raw}")
+        return relative
+
+    def dataset_of(config: JsonObject) -> str:
+        folders = paths.concept_paths(config)
+        if not folders:
+            raise ot.StartRefused("The config has no enabled concept with a path")
+        relatives = [paths.contained(f, {"datasets": volumes.datasets}, "concept path")[1] for f in folders]
+        folder = paths.common_folder(relatives)
+        if not folder or not (Path(volumes.datasets).resolve() / folder).is_dir():
+            raise ot.StartRefused("The concepts must be folders inside one folder of the datasets volume")
+        return folder
+
+    async def start_run(body_for: Callable[[str], JsonObject]) -> JsonObject:
+        """Create the slot's next run; 400 while one is active (the create is the lock)."""
+        runs = ot.slot_runs(prefix, slot())
+        if any(ot.is_active(run) for _, run in runs):
+            raise bad_request(ot.ALREADY_TRAINING)
+        index = runs[-1][0] + 1 if runs else 1
+        for _ in range(MAX_NAME_TRIES):
+            name = ot.run_name(prefix, index)
+            try:
+                created = await ctx.store.create(TRAINING_RUNS, body_for(name))
+            except AlreadyExists:
+                pass
+            except Invalid as error:
+                raise bad_request(error.message) from error
+            except KubeError as error:
+                raise kube_failure(error) from error
+            else:
+                await prune()
+                return created
+            try:
+                existing = await ctx.store.get(TRAINING_RUNS, name)
+            except NotFound:
+                continue
+            except KubeError as error:
+                raise kube_failure(error) from error
+            if ot.is_active(existing):
+                raise bad_request(ot.ALREADY_TRAINING)
+            index += 1
+        raise bad_request(ot.ALREADY_TRAINING)
+
+    async def prune() -> None:
+        for name in ot.prunable(prefix, slot(), settings.keepFinishedRuns):
+            with contextlib.suppress(KubeError):
+                await ctx.store.delete(TRAINING_RUNS, name, missing_ok=True)
+
+    async def request_action(name: str, params: JsonObject | None = None) -> None:
+        run = active()
+        patch = ot.action_patch(name, uuid.uuid4().hex, params)
+        try:
+            await ctx.store.patch(TRAINING_RUNS, run["metadata"]["name"], patch)
+        except NotFound as error:
+            raise bad_request(ot.NO_TRAINING) from error
+        except KubeError as error:
+            raise kube_failure(error) from error
+
+    @router.get("/api/training/status")
+    async def training_status() -> JsonObject:
+        """OT-01."""
+        return ot.training_state(current())
+
+    @router.post("/api/training/start")
+    async def training_start(payload: Annotated[StartRequest | None, Body()] = None) -> JsonObject:
+        """OT-02: a new session from ``config_dict`` or the file at ``config_path``."""
+        if any(ot.is_active(run) for _, run in ot.slot_runs(prefix, slot())):
+            raise bad_request(ot.ALREADY_TRAINING)
+        request = payload or StartRequest()
+        if request.config_dict is not None:
+            config, source = dict(request.config_dict), "config_dict"
+        elif request.config_path and request.config_path.strip():
+            config, source = read_config(request.config_path), f"config_path: {request.config_path}"
+        else:
+            raise bad_request(ot.CONFIG_REQUIRED)
+        try:
+            base_model = base_model_of(config)
+            dataset = dataset_of(config)
+        except ot.StartRefused as error:
+            raise bad_request(str(error)) from error
+        gpu = {"profile": settings.gpuProfile, "count": settings.gpuCount} if settings.gpuCount else None
+
+        def body(name: str) -> JsonObject:
+            return ot.training_run(
+                name,
+                slot=prefix,
+                config=config,
+                base_model=base_model,
+                dataset=dataset,
+                output=ot.output_name(config, name),
+                source=source,
+                gpu=gpu,
+                env=settings.runEnv,
+                image=settings.image,
+            )
+
+        await start_run(body)
+        return sent("Training started")
+
+    @router.post("/api/training/stop")
+    async def training_stop() -> JsonObject:
+        """OT-03: ``spec.stop`` (the trainer saves, then exits)."""
+        run = active()
+        try:
+            await ctx.store.patch(TRAINING_RUNS, run["metadata"]["name"], ot.stop_patch())
+        except NotFound as error:
+            raise bad_request(ot.NO_TRAINING) from error
+        except KubeError as error:
+            raise kube_failure(error) from error
+        return sent("Stop command sent")
+
+    @router.post("/api/training/backup")
+    async def training_backup() -> JsonObject:
+        """OT-04."""
+        await request_action("backup")
+        return sent("Backup command sent")
+
+    @router.post("/api/training/save")
+    async def training_save() -> JsonObject:
+        """OT-05."""
+        await request_action("save")
+        return sent("Save command sent")
+
+    @router.get("/api/training/progress")
+    async def training_progress() -> JsonObject:
+        """OT-06."""
+        return ot.progress_response(current())
+
+    @router.post("/api/samples/default")
+    async def samples_default() -> JsonObject:
+        """OT-13: the run's own sample prompts (the ``sample`` action without parameters)."""
+        await request_action("sample")
+        return sent("Default sample generation requested")
+
+    @router.post("/api/samples/custom")
+    async def samples_custom(payload: CustomSampleRequest) -> JsonObject:
+        """OT-14: one sample with these parameters (the ``sample`` action with them)."""
+        await request_action("sample", payload.model_dump())
+        return sent("Custom sample generation requested")
+
+    return router
