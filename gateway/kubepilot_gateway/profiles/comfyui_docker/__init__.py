@@ -1,0 +1,137 @@
+"""The ComfyUI-Docker dashboard profile (API v1.0.0, native port 8080) on kubepilot's CRs.
+
+First increment (issue 12): health, system status and storage; the preset catalog with its
+installs as ModelPulls and the downloads they are; the model list from the models volume and
+model deletion; the WebSocket's ``downloads`` and ``system`` channels; the optional login
+(``auth``, ``ENABLE_AUTH``) and the rate limits (``ratelimit``). ComfyUI (queue, execute as
+GenerationJobs of type ``workflow``, history, interrupt), workflows and the ``queue`` /
+``workflows`` channels come later.
+
+Decisions (document vs product shapes, deviations):
+
+- Errors are ``{"error": {"code", "message", "details", "timestamp"}}`` with the seed's codes and
+  the statuses issue 12 takes from the product's companion guide (``errors``); bad input is a 400
+  ``INVALID_REQUEST`` (a code of ours: the seed has none for it), never a 422 or a 500.
+- Every answer carries ``X-API-Version: 1.0.0``.
+- ``/health`` is at the root as the seed writes it, and also at ``/api/health`` for clients that
+  join the base URL ``/api`` with ``/health``.
+- A preset is one ModelPull (URL source, every file of the preset) whose destination is the type
+  folder its files share. A ModelPull has exactly one destination folder, so a preset whose files
+  span folders (checkpoint + VAE + text encoder) is refused with a 400 naming the folders; the
+  built-in catalog holds only single-folder presets. The core change this needs: a ModelPull
+  destination at the models volume's root, so each file's path carries its type folder.
+- ``installed`` means every file of the preset is on the models volume (the index), whoever put it
+  there; the ModelPull gives the install state, its progress and the install date.
+- ``download_id`` is ``dl_`` and six digits, chosen when the ModelPull is created and kept as its
+  label; it resolves for as long as that ModelPull lives (a new install after a failed or
+  cancelled one is a new download with a new id).
+- Statuses: a download is ``queued``, ``downloading``, ``paused``, ``completed``, ``failed`` or
+  ``cancelled``; a preset ``not_installed``, ``installing``, ``paused``, ``installed``, ``failed``,
+  ``cancelled`` or ``uninstalling``. Pause, resume or cancel of a finished download is a 409
+  ``DOWNLOAD_NOT_ACTIVE``; an unknown id a 404 ``DOWNLOAD_NOT_FOUND`` (codes of ours).
+- Cancel answers ``files_removed: true``: a cancelled pull publishes nothing under the type
+  folders; its partial bytes stay in the downloader's content store (keyed by hash) for a later
+  pull of the same file to resume.
+- ``GET /api/models`` rows carry ``size_bytes`` besides the seed's fields (exact sizes for
+  clients that need them); ``preset`` is the preset whose download (else catalog entry) lists the
+  file.
+- ``DELETE /api/models`` refuses (``MODEL_IN_USE`` in ``errors``) a file the downloads of two or
+  more presets hold; a file one preset holds is deleted, and that preset then reads not installed.
+- The WebSocket answers ``subscribe`` / ``unsubscribe`` with ``subscribed`` / ``unsubscribed``
+  (the connection's channels), an action with ``action_result``, and a successful ``auth`` with
+  ``authenticated``: message types of ours, which the seed leaves open (``ws``).
+- Logout revocations and rate-limit counters live in this replica's memory (``auth``,
+  ``ratelimit``): with several replicas, the limit is per replica and a revoked token stays
+  valid on the others until it expires.
+- ``resources.gpu_percent`` is 0: GPU telemetry is not wired into this profile yet.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from kubepilot_gateway.app.errors import install_error_envelope
+from kubepilot_gateway.app.settings import CorsSettings
+from kubepilot_gateway.context import GatewayContext
+from kubepilot_gateway.profiles import Profile
+from kubepilot_gateway.profiles.comfyui_docker import routes, ws
+from kubepilot_gateway.profiles.comfyui_docker.auth import Authenticator, auth_middleware
+from kubepilot_gateway.profiles.comfyui_docker.auth import create_router as create_auth_router
+from kubepilot_gateway.profiles.comfyui_docker.config import PROFILE_NAME, comfyui_docker_settings
+from kubepilot_gateway.profiles.comfyui_docker.dashboard import Dashboard
+from kubepilot_gateway.profiles.comfyui_docker.errors import envelope
+from kubepilot_gateway.profiles.comfyui_docker.ratelimit import rate_limit_middleware
+
+__all__ = ["CORS", "NATIVE_PORT", "PROFILE", "build_app", "create_app"]
+
+NATIVE_PORT = 8080
+TITLE = "ComfyUI-Docker Dashboard API"
+DESCRIPTION = "ComfyUI-Docker unified dashboard"
+
+
+def cors_from_env(value: str | None) -> CorsSettings:
+    """The seed's policy: every origin by default, ``CORS_ORIGINS`` (comma-separated) narrows it."""
+    origins = [item.strip() for item in (value or "").split(",") if item.strip()] or ["*"]
+    return CorsSettings(allowOrigins=origins, allowMethods=["*"], allowHeaders=["*"])
+
+
+CORS = cors_from_env(os.environ.get("CORS_ORIGINS"))
+
+
+async def api_version_middleware(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    """``X-API-Version`` on every answer, errors included."""
+    response = await call_next(request)
+    response.headers["X-API-Version"] = routes.API_VERSION
+    return response
+
+
+def build_app(ctx: GatewayContext, *, cors: bool = True) -> FastAPI:
+    """The dashboard app over ``ctx`` (whose cache the caller starts and stops); ``cors`` False
+    leaves CORS to whoever serves it. The product is not FastAPI: no ``/docs`` or ``/redoc``."""
+    app = FastAPI(title=TITLE, version=routes.API_VERSION, docs_url=None, redoc_url=None)
+    settings = comfyui_docker_settings(ctx)
+    auth = Authenticator(ctx, settings, settings.auth_enabled(os.environ))
+    app.middleware("http")(auth_middleware(auth))
+    # Added after the auth check, so outside it: refusals carry the rate and version headers too.
+    app.middleware("http")(rate_limit_middleware(settings, auth))
+    app.middleware("http")(api_version_middleware)
+    install_error_envelope(app, envelope, validation_status=400)
+    if cors:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=CORS.allowOrigins,
+            allow_methods=CORS.allowMethods,
+            allow_headers=CORS.allowHeaders,
+            expose_headers=["X-API-Version"],
+        )
+    board = Dashboard(ctx, settings)
+    app.state.dashboard = board
+    app.state.auth = auth
+    app.include_router(routes.create_router(board))
+    app.include_router(create_auth_router(auth))
+    app.include_router(ws.create_router(board, auth))
+    return app
+
+
+def create_app(ctx: GatewayContext) -> FastAPI:
+    """The dashboard app, CORS included, as it runs on its own."""
+    return build_app(ctx, cors=True)
+
+
+PROFILE = Profile(
+    PROFILE_NAME,
+    NATIVE_PORT,
+    partial(build_app, cors=False),
+    DESCRIPTION,
+    cors=CORS,
+    open_paths=frozenset({"/health", "/api/health", "/api/auth/login"}),
+)
