@@ -25,11 +25,11 @@ from pydantic import BaseModel, Field
 
 from kubepilot_api.constants import LABEL_KIND, LABEL_NAME
 from kubepilot_api.trainingrun import TrainerKind
+from kubepilot_gateway import runslot
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.kube import (
     CONFIGMAPS,
     PODS,
-    AlreadyExists,
     BadRequest,
     Invalid,
     KubeError,
@@ -46,7 +46,6 @@ JsonObject = dict[str, Any]
 TRAINING_RUNS = resource_for("TrainingRun")
 DNS_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 LOG_TAIL_BYTES = 1 << 20
-MAX_NAME_TRIES = 5
 MAX_LOG_LINES = 10_000
 NOOP_DETAIL = "No training process is running."
 ALREADY_EXITED = "Process already exited."
@@ -161,40 +160,21 @@ def create_router(ctx: GatewayContext, settings: TrainingSettings) -> APIRouter:
         prefix: str, body_for: Callable[[str], JsonObject], already_running: str
     ) -> JsonObject:
         """Create the slot's next run; 400 ``already_running`` while one of its runs is active."""
-        runs = tr.slot_runs(prefix, slot(prefix))
-        if any(tr.is_active(run) for _, run in runs):
-            raise bad_request(already_running)
-        index = runs[-1][0] + 1 if runs else 1
-        for _ in range(MAX_NAME_TRIES):
-            name = tr.run_name(prefix, index)
-            try:
-                created = await ctx.store.create(TRAINING_RUNS, body_for(name))
-            except AlreadyExists:
-                pass
-            except Invalid as error:
-                raise bad_request(error.message) from error
-            except KubeError as error:
-                raise kube_failure(error) from error
-            else:
-                await prune(prefix)
-                return created
-            # Taken: by a concurrent start (active: we lost), or a run our cache has not seen yet.
-            try:
-                existing = await ctx.store.get(TRAINING_RUNS, name)
-            except NotFound:
-                continue  # deleted meanwhile: the name is free again
-            except KubeError as error:
-                raise kube_failure(error) from error
-            if tr.is_active(existing):
-                raise bad_request(already_running)
-            index += 1
-        raise bad_request(already_running)
-
-    async def prune(prefix: str) -> None:
-        """Best effort: delete the slot's finished runs beyond ``keepFinishedRuns``."""
-        for name in tr.prunable(prefix, slot(prefix), settings.keepFinishedRuns):
-            with contextlib.suppress(KubeError):
-                await ctx.store.delete(TRAINING_RUNS, name, missing_ok=True)
+        try:
+            return await runslot.start_next(
+                ctx.store,
+                TRAINING_RUNS,
+                prefix,
+                lambda: slot(prefix),
+                body_for,
+                keep_finished=settings.keepFinishedRuns,
+            )
+        except runslot.SlotBusy as error:
+            raise bad_request(already_running) from error
+        except Invalid as error:
+            raise bad_request(error.message) from error
+        except KubeError as error:
+            raise kube_failure(error) from error
 
     def refuse_if_active(prefix: str, already_running: str) -> None:
         """The cheap early answer (the create in ``start_run`` is the one that holds under races)."""

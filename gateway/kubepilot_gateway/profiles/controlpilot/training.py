@@ -58,6 +58,35 @@ from typing import Any
 from kubepilot_api.constants import API_VERSION, LABEL_PREFIX, LABEL_PROFILE
 from kubepilot_api.trainingrun import KohyaProfile, TrainerKind
 
+# The slot's vocabulary (kubepilot_gateway.runslot), re-exported for this profile's modules.
+from kubepilot_gateway.runslot import (
+    TERMINAL_PHASES as TERMINAL_PHASES,
+)
+from kubepilot_gateway.runslot import (
+    current_run as current_run,
+)
+from kubepilot_gateway.runslot import (
+    is_active as is_active,
+)
+from kubepilot_gateway.runslot import (
+    is_finished as is_finished,
+)
+from kubepilot_gateway.runslot import (
+    phase as phase,
+)
+from kubepilot_gateway.runslot import (
+    prunable as prunable,
+)
+from kubepilot_gateway.runslot import (
+    run_index as run_index,
+)
+from kubepilot_gateway.runslot import (
+    run_name as run_name,
+)
+from kubepilot_gateway.runslot import (
+    slot_runs as slot_runs,
+)
+
 JsonObject = dict[str, Any]
 
 PROFILE_NAME = "controlpilot"
@@ -67,7 +96,6 @@ LABEL_SLOT = f"{LABEL_PREFIX}controlpilot-slot"
 ANNOTATION_REQUEST = f"{LABEL_PREFIX}controlpilot-request"
 """The ControlPilot request a run was made from (its paths as the client sent them), for people."""
 WORKSPACE = "/workspace"
-TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Stopped"})
 OUTPUT_NAME = re.compile(r"^[A-Za-z0-9][-_.A-Za-z0-9]*$")
 MAX_OUTPUT_NAME = 200
 
@@ -127,26 +155,6 @@ def map_path(raw: str, *, allowed: tuple[Volume, ...] = tuple(Volume)) -> Volume
 # -- runs and their state ----------------------------------------------------------------------
 
 
-def phase(run: JsonObject | None) -> str:
-    return str(((run or {}).get("status") or {}).get("phase") or "")
-
-
-def is_finished(run: JsonObject) -> bool:
-    """Whether the run no longer holds its trainer's slot (see the module docstring)."""
-    if phase(run) in TERMINAL_PHASES:
-        return True
-    stopped = bool((run.get("spec") or {}).get("stop"))
-    never_started = not ((run.get("status") or {}).get("jobName"))
-    return stopped and never_started and phase(run) in ("", "Pending")
-
-
-def is_active(run: JsonObject | None) -> bool:
-    """A run that exists, is not being deleted, and has not finished: ControlPilot's "running"."""
-    if run is None or (run.get("metadata") or {}).get("deletionTimestamp"):
-        return False
-    return not is_finished(run)
-
-
 def run_pid(run: JsonObject) -> int:
     """``status.pid`` when a worker reported one, else a stable positive int from the uid."""
     reported = (run.get("status") or {}).get("pid")
@@ -158,38 +166,6 @@ def run_pid(run: JsonObject) -> int:
         return int(uid[:7], 16) or 1
     except ValueError:
         return 1
-
-
-def run_name(prefix: str, index: int) -> str:
-    return f"{prefix}-{index}"
-
-
-def run_index(prefix: str, run: JsonObject) -> int | None:
-    """The run's number in its slot; None for an object that is not one of the slot's runs."""
-    name = str((run.get("metadata") or {}).get("name") or "")
-    suffix = name.removeprefix(f"{prefix}-")
-    if suffix == name or not suffix.isdigit() or suffix.startswith("0"):
-        return None
-    return int(suffix)
-
-
-def slot_runs(prefix: str, runs: list[JsonObject]) -> list[tuple[int, JsonObject]]:
-    """The slot's runs by number, oldest first."""
-    numbered = [(run_index(prefix, run), run) for run in runs]
-    return sorted(((i, r) for i, r in numbered if i is not None), key=lambda item: item[0])
-
-
-def current_run(prefix: str, runs: list[JsonObject]) -> JsonObject | None:
-    """The slot's newest run: the one ControlPilot calls the training process."""
-    numbered = slot_runs(prefix, runs)
-    return numbered[-1][1] if numbered else None
-
-
-def prunable(prefix: str, runs: list[JsonObject], keep: int) -> list[str]:
-    """Names of finished runs beyond the newest ``keep`` finished ones (never an active run)."""
-    finished = [run for _, run in slot_runs(prefix, runs) if is_finished(run)]
-    old = finished[: max(0, len(finished) - keep)]
-    return [str(run["metadata"]["name"]) for run in old]
 
 
 def uid(run: JsonObject) -> str:

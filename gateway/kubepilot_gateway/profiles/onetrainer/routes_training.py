@@ -14,7 +14,6 @@ acknowledges through the progress channel. Every command answers at once, as One
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
 from collections.abc import Callable
@@ -24,8 +23,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, HTTPException
 from pydantic import BaseModel, Field
 
+from kubepilot_gateway import runslot
 from kubepilot_gateway.context import GatewayContext
-from kubepilot_gateway.kube import AlreadyExists, Invalid, KubeError, NotFound, resource_for
+from kubepilot_gateway.kube import Invalid, KubeError, NotFound, resource_for
 from kubepilot_gateway.profiles.onetrainer import paths
 from kubepilot_gateway.profiles.onetrainer import session as ot
 from kubepilot_gateway.settings import Strict
@@ -33,7 +33,6 @@ from kubepilot_gateway.settings import Strict
 JsonObject = dict[str, Any]
 TRAINING_RUNS = resource_for("TrainingRun")
 DNS_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-MAX_NAME_TRIES = 5
 MAX_CONFIG_BYTES = 1 << 20
 
 
@@ -149,38 +148,16 @@ def create_router(ctx: GatewayContext, settings: TrainingSettings) -> APIRouter:
 
     async def start_run(body_for: Callable[[str], JsonObject]) -> JsonObject:
         """Create the slot's next run; 400 while one is active (the create is the lock)."""
-        runs = ot.slot_runs(prefix, slot())
-        if any(ot.is_active(run) for _, run in runs):
-            raise bad_request(ot.ALREADY_TRAINING)
-        index = runs[-1][0] + 1 if runs else 1
-        for _ in range(MAX_NAME_TRIES):
-            name = ot.run_name(prefix, index)
-            try:
-                created = await ctx.store.create(TRAINING_RUNS, body_for(name))
-            except AlreadyExists:
-                pass
-            except Invalid as error:
-                raise bad_request(error.message) from error
-            except KubeError as error:
-                raise kube_failure(error) from error
-            else:
-                await prune()
-                return created
-            try:
-                existing = await ctx.store.get(TRAINING_RUNS, name)
-            except NotFound:
-                continue
-            except KubeError as error:
-                raise kube_failure(error) from error
-            if ot.is_active(existing):
-                raise bad_request(ot.ALREADY_TRAINING)
-            index += 1
-        raise bad_request(ot.ALREADY_TRAINING)
-
-    async def prune() -> None:
-        for name in ot.prunable(prefix, slot(), settings.keepFinishedRuns):
-            with contextlib.suppress(KubeError):
-                await ctx.store.delete(TRAINING_RUNS, name, missing_ok=True)
+        try:
+            return await runslot.start_next(
+                ctx.store, TRAINING_RUNS, prefix, slot, body_for, keep_finished=settings.keepFinishedRuns
+            )
+        except runslot.SlotBusy as error:
+            raise bad_request(ot.ALREADY_TRAINING) from error
+        except Invalid as error:
+            raise bad_request(error.message) from error
+        except KubeError as error:
+            raise kube_failure(error) from error
 
     async def request_action(name: str, params: JsonObject | None = None) -> None:
         run = active()

@@ -27,6 +27,35 @@ from typing import Any
 from kubepilot_api.constants import ACTION_ANNOTATION_PREFIX, API_VERSION, LABEL_PREFIX, LABEL_PROFILE
 from kubepilot_api.trainingrun import TrainerKind
 
+# The slot's vocabulary (kubepilot_gateway.runslot), re-exported for this profile's modules.
+from kubepilot_gateway.runslot import (
+    TERMINAL_PHASES as TERMINAL_PHASES,
+)
+from kubepilot_gateway.runslot import (
+    current_run as current_run,
+)
+from kubepilot_gateway.runslot import (
+    is_active as is_active,
+)
+from kubepilot_gateway.runslot import (
+    is_finished as is_finished,
+)
+from kubepilot_gateway.runslot import (
+    phase as phase,
+)
+from kubepilot_gateway.runslot import (
+    prunable as prunable,
+)
+from kubepilot_gateway.runslot import (
+    run_index as run_index,
+)
+from kubepilot_gateway.runslot import (
+    run_name as run_name,
+)
+from kubepilot_gateway.runslot import (
+    slot_runs as slot_runs,
+)
+
 JsonObject = dict[str, Any]
 
 PROFILE_NAME = "onetrainer"
@@ -36,7 +65,6 @@ ANNOTATION_SOURCE = f"{LABEL_PREFIX}onetrainer-source"
 """Where the session's config came from (``config_path`` or ``config_dict``), for people."""
 PARAMS_SUFFIX = "-params"
 """``kubepilot.io/action-<name>-params``: the JSON parameters of an action (the operator's convention)."""
-TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Stopped"})
 OUTPUT_NAME = re.compile(r"^[A-Za-z0-9][-_.A-Za-z0-9]{0,199}$")
 
 NO_TRAINING = "No training in progress"
@@ -60,54 +88,6 @@ class StartRefused(ValueError):
 
 
 # -- the slot ----------------------------------------------------------------------------------
-
-
-def phase(run: JsonObject | None) -> str:
-    return str(((run or {}).get("status") or {}).get("phase") or "")
-
-
-def is_finished(run: JsonObject) -> bool:
-    """No longer holds the slot: a terminal phase, or stopped before it ever got a Job."""
-    if phase(run) in TERMINAL_PHASES:
-        return True
-    stopped = bool((run.get("spec") or {}).get("stop"))
-    never_started = not ((run.get("status") or {}).get("jobName"))
-    return stopped and never_started and phase(run) in ("", "Pending")
-
-
-def is_active(run: JsonObject | None) -> bool:
-    if run is None or (run.get("metadata") or {}).get("deletionTimestamp"):
-        return False
-    return not is_finished(run)
-
-
-def run_name(prefix: str, index: int) -> str:
-    return f"{prefix}-{index}"
-
-
-def run_index(prefix: str, run: JsonObject) -> int | None:
-    name = str((run.get("metadata") or {}).get("name") or "")
-    suffix = name.removeprefix(f"{prefix}-")
-    if suffix == name or not suffix.isdigit() or suffix.startswith("0"):
-        return None
-    return int(suffix)
-
-
-def slot_runs(prefix: str, runs: list[JsonObject]) -> list[tuple[int, JsonObject]]:
-    """The slot's runs by number, oldest first."""
-    numbered = [(run_index(prefix, run), run) for run in runs]
-    return sorted(((i, r) for i, r in numbered if i is not None), key=lambda item: item[0])
-
-
-def current_run(prefix: str, runs: list[JsonObject]) -> JsonObject | None:
-    numbered = slot_runs(prefix, runs)
-    return numbered[-1][1] if numbered else None
-
-
-def prunable(prefix: str, runs: list[JsonObject], keep: int) -> list[str]:
-    """Finished runs beyond the newest ``keep`` finished ones (never an active run)."""
-    finished = [run for _, run in slot_runs(prefix, runs) if is_finished(run)]
-    return [str(run["metadata"]["name"]) for run in finished[: max(0, len(finished) - keep)]]
 
 
 # -- rendering ---------------------------------------------------------------------------------
