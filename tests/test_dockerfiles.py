@@ -23,7 +23,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 REQUIRED_IMAGES = {
     "operator", "gateway", "downloader", "trainer", "generator", "node-agent", "comfyui", "kohya",
-    "diffusion-pipe", "onetrainer", "jupyter", "code-server", "sdcpp-server", "copilot",
+    "diffusion-pipe", "onetrainer", "jupyter", "code-server", "sdcpp-server", "copilot", "homepilot",
 }  # fmt: skip
 GPU_IMAGES = {
     "trainer",
@@ -46,10 +46,11 @@ SERVER_IMAGES = {
     "code-server",
     "sdcpp-server",
     "copilot",
+    "homepilot",
 }
 TOOL_IMAGES = {"comfyui", "kohya", "diffusion-pipe", "onetrainer", "sdcpp-server"}
 """Third-party tools that also carry our adapter, named by the ``io.kubepilot.adapter-command`` label."""
-THIRD_PARTY_ONLY = {"jupyter", "code-server"}
+THIRD_PARTY_ONLY = {"jupyter", "code-server", "homepilot"}
 """Images that run no code of ours."""
 ADAPTER_LABEL = "io.kubepilot.adapter-command"
 PENDING_COMPONENTS: dict[str, str] = {}

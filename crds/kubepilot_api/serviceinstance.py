@@ -38,6 +38,8 @@ class ServiceType(StrEnum):
     """Our diffusers generator server; executes GenerationJobs."""
     COPILOT = "copilot"
     ONETRAINER_UI = "onetrainer-ui"
+    HOMEPILOT = "homepilot"
+    """The HomePilot application's backend; the gateway's HomePilot profile proxies to it."""
 
 
 class ServicePort(KubeModel):

@@ -187,6 +187,31 @@ def default_catalog() -> dict[str, ServiceCatalogEntry]:
             ports=[CatalogPort(name="http", port=6006)],
             readinessPath="/",
         ),
+        # The HomePilot application's FastAPI backend (the gateway's HomePilot profile proxies to it).
+        # HomePilot reads its folders from the environment only, and the catalog has no env, so
+        # `env` sets them: the uploads and the data folder (its SQLite database) on the outputs
+        # volume, where they outlive the pod. It binds the pod's IP, as copilot does: probes and
+        # Services reach it there, and in the devcluster a wildcard bind would collide with the
+        # Service's proxy. No GPU: its image work goes to ComfyUI or, through the gateway, to
+        # GenerationJobs.
+        ServiceType.HOMEPILOT.value: ServiceCatalogEntry(
+            image="kubepilot/homepilot:0.1.0",
+            command=[
+                "env",
+                "DATA_DIR=$(KUBEPILOT_OUTPUTS_DIR)/homepilot",
+                "UPLOAD_DIR=$(KUBEPILOT_OUTPUTS_DIR)/homepilot/uploads",
+                "python",
+                "-m",
+                "uvicorn",
+                "app.main:app",
+                "--host",
+                "$(POD_IP)",
+                "--port",
+                "8000",
+            ],
+            ports=[CatalogPort(name="http", port=8000)],
+            readinessPath="/health",
+        ),
     }
 
 

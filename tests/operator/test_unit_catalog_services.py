@@ -84,3 +84,37 @@ def test_comfyui_writes_its_images_to_the_outputs_volume() -> None:
     command = expanded_command(main)
     output = command[command.index("--output-directory") + 1]
     assert output == f"{settings.storage.outputs.mountPath}/comfy"
+
+
+def test_homepilot_entry_runs_the_backend_on_the_pod_ip_with_its_data_on_outputs() -> None:
+    entry = default_catalog()["homepilot"]
+    assert entry.image == "kubepilot/homepilot:0.1.0"
+    assert [(p.name, p.port) for p in entry.ports] == [("http", 8000)]
+    assert entry.readinessPath == "/health"
+    assert entry.executor == "none"
+
+    settings = settings_with()
+    outputs = settings.storage.outputs.mountPath
+    main = main_container(deployment_of("homepilot"))
+    assert main["image"] == "kubepilot/homepilot:0.1.0"
+    # Every $(VAR) names a variable of the container (else Kubernetes leaves it as written).
+    defined = {e["name"] for e in main["env"]}
+    assert set(re.findall(r"\$\((\w+)\)", " ".join(main["command"]))) <= defined
+    command = expanded_command(main)
+    # `env` sets HomePilot's folders (it reads them from the environment only), then starts uvicorn.
+    assert command[0] == "env"
+    assignments = dict(arg.split("=", 1) for arg in command[1:] if "=" in arg and not arg.startswith("-"))
+    assert assignments == {"DATA_DIR": f"{outputs}/homepilot", "UPLOAD_DIR": f"{outputs}/homepilot/uploads"}
+    program = command[1 + len(assignments) :]
+    assert program[:4] == ["python", "-m", "uvicorn", "app.main:app"]
+    assert program[program.index("--host") + 1] == "$(POD_IP)"  # from the downward API, not a value
+    assert program[program.index("--port") + 1] == "8000"
+    assert {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in main["env"]
+    assert {"name": "outputs", "mountPath": outputs} in main["volumeMounts"]
+    assert main["readinessProbe"]["httpGet"] == {"path": "/health", "port": 8000}
+    assert main["ports"] == [{"name": "http", "containerPort": 8000}]
+    assert "KUBEPILOT_CONFIG" not in defined  # no executor: no workload config
+
+    cr = ServiceInstance(spec={"serviceType": "homepilot"}).to_dict()
+    cr["metadata"] = {"name": "homepilot", "namespace": "studio", "uid": "0000-4444"}
+    assert [(p["name"], p["port"]) for p in build.service(settings, cr)["spec"]["ports"]] == [("http", 8000)]

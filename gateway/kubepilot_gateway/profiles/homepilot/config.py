@@ -1,8 +1,10 @@
 """The HomePilot profile's own settings: ``profileSettings.homepilot`` of the gateway settings.
 
 Everything an operator of the gateway may want to change without a code change: which
-ServiceInstance is the HomePilot application, the proxy's timeout per route class, the image
-defaults of the GenerationJobs the profile creates, and the model catalog it serves.
+ServiceInstance is the HomePilot application (by default the one named ``homepilot``, of
+``serviceType: homepilot``, which the operator's service catalog runs from the HomePilot image),
+the proxy's timeout per route class, the image defaults of the GenerationJobs the profile
+creates, and the model catalog it serves.
 """
 
 from __future__ import annotations
@@ -12,10 +14,15 @@ from typing import Any
 
 from pydantic import Field
 
+from kubepilot_api.serviceinstance import ServiceType
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.settings import Strict
 
 PROFILE_NAME = "homepilot"
+APP_SERVICE_TYPE = ServiceType.HOMEPILOT
+"""The ``serviceType`` of the application's ServiceInstance. The profile reads only the instance's
+status, so another type (an image override) serves too; this is the one the 503 tells people to
+create."""
 
 DEFAULT_TIMEOUTS: dict[str, float] = {"default": 30.0, "llm": 300.0, "upload": 300.0, "export": 300.0}
 """Seconds per route class: connect, and each read of a streamed body (not the whole answer)."""
@@ -114,8 +121,8 @@ class HomePilotSettings(Strict):
         default="homepilot",
         min_length=1,
         max_length=253,
-        description="The ServiceInstance running the HomePilot application; every endpoint the "
-        "profile does not implement is proxied to it.",
+        description="The ServiceInstance running the HomePilot application (serviceType homepilot); "
+        "every endpoint the profile does not implement is proxied to it.",
     )
     dependencyServices: dict[str, str] = Field(
         default_factory=lambda: {"comfyui": "comfy", "llm": "llm"},

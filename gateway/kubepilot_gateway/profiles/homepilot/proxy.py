@@ -2,7 +2,8 @@
 
 HomePilot's conversations, projects, personas, stories, studio, agentic and community endpoints
 are application data; kubepilot does not re-implement them. They reach the application's own
-FastAPI backend, running as the ServiceInstance ``appService``:
+FastAPI backend, running as the ServiceInstance ``appService`` (default ``homepilot``, of
+``serviceType: homepilot``: the operator's catalog runs it from ``kubepilot/homepilot``):
 
 - method, path, query string and body go through unchanged; the request body is streamed (an
   upload is never held whole in the gateway's memory) and so is the answer (status, headers and
@@ -25,7 +26,7 @@ from fastapi import APIRouter, HTTPException, Request
 from starlette.responses import Response
 
 from kubepilot_gateway.context import GatewayContext
-from kubepilot_gateway.profiles.homepilot.config import HomePilotSettings
+from kubepilot_gateway.profiles.homepilot.config import APP_SERVICE_TYPE, HomePilotSettings
 from kubepilot_gateway.upstream import UpstreamHttp, request_headers, service_endpoint, streaming_response
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,8 @@ class AppProxy:
             return None
         return (
             f"The HomePilot application is not running: {endpoint.describe()}. Start it (a "
-            f"ServiceInstance named {self.settings.appService!r} running a HomePilot image, with "
-            "running: true) to use this endpoint."
+            f"ServiceInstance named {self.settings.appService!r} with serviceType: "
+            f"{APP_SERVICE_TYPE.value} and running: true) to use this endpoint."
         )
 
     def url(self) -> str:
