@@ -3,9 +3,10 @@
 First increment (issue 12): health, system status and storage; the preset catalog with its
 installs as ModelPulls and the downloads they are; the model list from the models volume and
 model deletion; the WebSocket's ``downloads`` and ``system`` channels; the optional login
-(``auth``, ``ENABLE_AUTH``) and the rate limits (``ratelimit``). ComfyUI (queue, execute as
-GenerationJobs of type ``workflow``, history, interrupt), workflows and the ``queue`` /
-``workflows`` channels come later.
+(``auth``, ``ENABLE_AUTH``) and the rate limits (``ratelimit``); workflows (templates from a
+ConfigMap, user workflows on the outputs volume: ``workflows``). ComfyUI (queue, execute as
+GenerationJobs of type ``workflow``, history, interrupt) and the ``queue`` / ``workflows``
+channels come later.
 
 Decisions (document vs product shapes, deviations):
 
@@ -61,13 +62,14 @@ from kubepilot_gateway.app.errors import install_error_envelope
 from kubepilot_gateway.app.settings import CorsSettings
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.profiles import Profile
-from kubepilot_gateway.profiles.comfyui_docker import routes, ws
+from kubepilot_gateway.profiles.comfyui_docker import routes, routes_workflows, ws
 from kubepilot_gateway.profiles.comfyui_docker.auth import Authenticator, auth_middleware
 from kubepilot_gateway.profiles.comfyui_docker.auth import create_router as create_auth_router
 from kubepilot_gateway.profiles.comfyui_docker.config import PROFILE_NAME, comfyui_docker_settings
 from kubepilot_gateway.profiles.comfyui_docker.dashboard import Dashboard
 from kubepilot_gateway.profiles.comfyui_docker.errors import envelope
 from kubepilot_gateway.profiles.comfyui_docker.ratelimit import rate_limit_middleware
+from kubepilot_gateway.profiles.comfyui_docker.workflows import Workflows
 
 __all__ = ["CORS", "NATIVE_PORT", "PROFILE", "build_app", "create_app"]
 
@@ -117,6 +119,7 @@ def build_app(ctx: GatewayContext, *, cors: bool = True) -> FastAPI:
     app.state.dashboard = board
     app.state.auth = auth
     app.include_router(routes.create_router(board))
+    app.include_router(routes_workflows.create_router(board, Workflows(ctx, settings)))
     app.include_router(create_auth_router(auth))
     app.include_router(ws.create_router(board, auth))
     return app

@@ -43,6 +43,23 @@ class ComfyUiDockerSettings(Strict):
         default=0, ge=0, description="Free space an install must leave on the models volume (else 507)."
     )
 
+    workflowTemplatesConfigMap: str = Field(
+        default="comfyui-docker-workflows",
+        description="ConfigMap (gateway namespace) of workflow templates, one <id>.json key each; when it "
+        "does not exist, a built-in template set is served.",
+    )
+    workflowCacheSeconds: float = Field(
+        default=5.0, ge=0, description="How long a read of the template ConfigMap is reused."
+    )
+    workflowUserFolder: str = Field(
+        default="workflows/user",
+        pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$",
+        description="Folder of the saved (user) workflows, relative to the outputs volume.",
+    )
+    workflowMaxBytes: int = Field(
+        default=2_000_000, gt=0, description="Largest workflow save request body (else 413)."
+    )
+
     enableAuth: bool | None = Field(
         default=None,
         description="Require a login token on every route; unset: the ENABLE_AUTH environment variable "
