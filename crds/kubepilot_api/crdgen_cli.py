@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
 from pathlib import Path
 
 from kubepilot_api.crdgen import chart_crd_files, plain_crd_files
+from kubepilot_api.generated import drift, write_if_changed
 
 CRDS_DIR = Path("crds")
 CHART_CRDS_DIR = Path("charts/kubepilot/templates/crds")
@@ -22,26 +22,13 @@ def expected_files(root: Path) -> dict[Path, str]:
 
 def generate(root: Path) -> list[Path]:
     """Write the generated files; returns those that changed."""
-    changed = []
-    for path, text in expected_files(root).items():
-        if not path.is_file() or path.read_text() != text:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            changed.append(path)
-    return changed
+    return [path for path, text in expected_files(root).items() if write_if_changed(path, text)]
 
 
 def check(root: Path) -> list[str]:
     """Differences between the committed and the generated files (empty when in sync)."""
-    problems = []
-    for path, text in expected_files(root).items():
-        current = path.read_text() if path.is_file() else ""
-        if current != text:
-            diff = difflib.unified_diff(
-                current.splitlines(keepends=True), text.splitlines(keepends=True), str(path), "generated", n=1
-            )
-            problems.append("".join(list(diff)[:40]) or f"{path}: missing")
-    return problems
+    problems = (drift(path, text, max_lines=40) for path, text in expected_files(root).items())
+    return [problem for problem in problems if problem]
 
 
 def main(argv: list[str]) -> int:

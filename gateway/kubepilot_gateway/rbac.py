@@ -11,7 +11,6 @@ needs a new verb changes this table and nothing else.
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from kubepilot_api.generated import drift, write_if_changed
 from kubepilot_gateway.kube.resources import CONFIGMAPS, CUSTOM_RESOURCES, JOBS, PODS, SECRETS
 
 GROUP = CUSTOM_RESOURCES[0].group
@@ -100,26 +100,12 @@ def rules_file_text() -> str:
 
 def generate(root: Path) -> bool:
     """Write the rules file under ``root``; returns whether it changed."""
-    path = root / RULES_FILE
-    text = rules_file_text()
-    if path.is_file() and path.read_text(encoding="utf-8") == text:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return True
+    return write_if_changed(root / RULES_FILE, rules_file_text())
 
 
 def check(root: Path) -> str:
     """The difference between the committed and the generated file (empty when in sync)."""
-    path = root / RULES_FILE
-    current = path.read_text(encoding="utf-8") if path.is_file() else ""
-    text = rules_file_text()
-    if current == text:
-        return ""
-    diff = difflib.unified_diff(
-        current.splitlines(keepends=True), text.splitlines(keepends=True), str(path), "generated", n=1
-    )
-    return "".join(list(diff)[:60]) or f"{path}: missing"
+    return drift(root / RULES_FILE, rules_file_text())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
 from pathlib import Path
 
 import yaml
 
+from kubepilot_api.generated import drift, write_if_changed
 from kubepilot_operator.rbac import policy_rules
 
 RULES_FILE = Path("charts/kubepilot/files/operator-rbac-rules.yaml")
@@ -24,27 +24,13 @@ def rules_file_text() -> str:
 
 
 def generate(root: Path) -> bool:
-    """Write the rules file; returns whether it changed."""
-    path = root / RULES_FILE
-    text = rules_file_text()
-    if path.is_file() and path.read_text() == text:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return True
+    """Write the rules file under ``root``; returns whether it changed."""
+    return write_if_changed(root / RULES_FILE, rules_file_text())
 
 
 def check(root: Path) -> str:
     """The difference between the committed and the generated file (empty when in sync)."""
-    path = root / RULES_FILE
-    current = path.read_text() if path.is_file() else ""
-    text = rules_file_text()
-    if current == text:
-        return ""
-    diff = difflib.unified_diff(
-        current.splitlines(keepends=True), text.splitlines(keepends=True), str(path), "generated", n=1
-    )
-    return "".join(list(diff)[:60]) or f"{path}: missing"
+    return drift(root / RULES_FILE, rules_file_text())
 
 
 def main(argv: list[str]) -> int:
