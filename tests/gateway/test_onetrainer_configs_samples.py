@@ -182,10 +182,14 @@ async def test_current_config_and_samples_are_the_current_sessions(
     assert (await http.get("/api/samples/latest", params={"count": -1})).status_code == 400
 
 
-async def test_system_endpoints_answer_the_seeds_not_implemented(http: httpx.AsyncClient) -> None:
-    for path in ("/api/system/info", "/api/system/resources", "/api/system/processes"):
-        response = await http.get(path)
-        assert response.status_code == 501 and "Not implemented yet" in response.json()["detail"], path
+async def test_system_endpoints_answer_in_the_seeds_shapes(http: httpx.AsyncClient) -> None:
+    """Served by the profile app itself (figures: tests/gateway/test_onetrainer_system.py)."""
+    info = await http.get("/api/system/info")
+    assert info.status_code == 200 and {"cpu", "memory", "os"} <= set(info.json())
+    resources = await http.get("/api/system/resources")
+    assert resources.status_code == 200 and "cpu_percent" in resources.json()
+    processes = await http.get("/api/system/processes")
+    assert processes.status_code == 200
 
 
 def test_sample_events_come_from_the_sampling_pass_or_from_a_new_latest_sample() -> None:

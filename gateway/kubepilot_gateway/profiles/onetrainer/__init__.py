@@ -3,8 +3,10 @@
 First increment (issue 11). Served: training status / start / stop / backup / save / progress
 (OT-01 … OT-06), configs current / list / load / validate / schema / defaults (OT-07 … OT-12),
 default and custom sample requests and the sample listing (OT-13 … OT-17) and the WebSocket ``/ws``
-(``connected``, ``pong``, ``training_state``, ``sample_*``). Not yet: system info / resources /
-processes (OT-18 … OT-20 answer the seed's 501), and running a config's LoRA settings on the
+(``connected``, ``pong``, ``training_state``, ``sample_*``), and system info / resources /
+processes (OT-18 … OT-20) from the node agents and the session's trainer pod (``system``; PyTorch
+allocator and per-process figures are null: nothing measures them inside the pod yet). Not yet:
+running a config's LoRA settings on the
 built-in trainer where no OneTrainer image exists (today a session always runs the OneTrainer
 adapter, so the dev stack needs a OneTrainer checkout or the tests' stand-in).
 
@@ -60,6 +62,7 @@ from kubepilot_gateway.profiles.onetrainer import (
     routes_training,
     routes_ws,
 )
+from kubepilot_gateway.profiles.onetrainer.config import SystemSettings
 from kubepilot_gateway.profiles.onetrainer.routes_configs import ConfigsSettings
 from kubepilot_gateway.profiles.onetrainer.routes_training import TrainingSettings
 from kubepilot_gateway.settings import Strict
@@ -87,6 +90,7 @@ class OneTrainerSettings(Strict):
 
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     configs: ConfigsSettings = Field(default_factory=ConfigsSettings)
+    system: SystemSettings = Field(default_factory=SystemSettings)
 
 
 def onetrainer_settings(ctx: GatewayContext) -> OneTrainerSettings:
@@ -117,7 +121,7 @@ def build_app(ctx: GatewayContext, *, cors: bool = True) -> FastAPI:
     app.include_router(routes_training.create_router(ctx, config.training))
     app.include_router(routes_configs.create_router(ctx, config.configs, config.training.runPrefix))
     app.include_router(routes_samples.create_router(ctx, config.training.runPrefix))
-    app.include_router(routes_system.create_router())
+    app.include_router(routes_system.create_router(ctx, config.system, config.training.runPrefix))
     app.include_router(routes_ws.create_router(ctx, config.training.runPrefix))
     return app
 
