@@ -38,8 +38,9 @@ Decisions (first increment):
   names (cancelling it first when it still runs); ``DELETE /api/generations`` removes every
   finished job (queued and running ones stay), files only with ``delete_files=true``.
 - **Generation logs** are the job's conditions as the operator recorded them.
-- The catalog (``models.yml``) is the profile setting ``models`` for now (read endpoints only:
-  list, one, status, files, downloaded, running); a model's service is the ServiceInstance
+- The catalog (``models.yml``) is the profile setting ``models`` for now (list, one, status,
+  files, downloaded, running, and downloads as one ModelPull per model: ``downloads``); start/stop
+  of a model's server is still to come. A model's service is the ServiceInstance
   labelled ``kubepilot.io/sdcpp-model=<id>``. ``authEnabled`` is a setting to set with the
   listener's auth (a profile cannot see the listener settings yet).
 """

@@ -20,9 +20,13 @@ Compat = Literal["document", "product"]
 
 
 class HuggingFaceRef(Strict):
-    """Where a catalog model downloads from."""
+    """Where a catalog model downloads from (``POST /api/models/download``): each of the entry's
+    ``files`` is fetched from ``repo`` by its file name into its folder; an entry whose ``path`` is
+    a folder and lists no ``files`` gets the whole repository in that folder."""
 
-    repo: str = Field(default="", description="Hugging Face repository (owner/name).")
+    repo: str = Field(
+        default="", description="Hugging Face repository (owner/name); empty: not downloadable."
+    )
 
 
 class CatalogModel(Strict):
@@ -73,6 +77,17 @@ class SdcppSettings(Strict):
     optionsConfigMap: str = Field(
         default="sdcpp-studio-options",
         description="ConfigMap holding the model chosen through POST /sdapi/v1/options.",
+    )
+    hfTokenSecret: str = Field(
+        default="",
+        description="Secret (in the gateway's namespace) holding a Hugging Face token that model "
+        "downloads reference; empty: downloads go without a token.",
+    )
+    hfTokenKey: str = Field(default="HF_TOKEN", description="Key of the token in that Secret.")
+    downloadReplaceTimeoutSeconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long a new download waits for the finished download it replaces to be gone.",
     )
 
     def model(self, model_id: str) -> CatalogModel | None:
