@@ -34,6 +34,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--operator-health-port", type=int, default=DEFAULTS.operator_health)
     parser.add_argument("--node-agent-port", type=int, default=DEFAULTS.node_agent)
     parser.add_argument(
+        "--controlpilot-ui",
+        type=Path,
+        default=None,
+        help="a copy of ControlPilot's web UI folder (LoRA Pilot's static files) to serve at its root",
+    )
+    parser.add_argument(
         "--no-native",
         action="store_true",
         help="profiles only under /p/<profile>",
@@ -71,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=args.host,
         hf_endpoint=args.hf_endpoint,
         native=not args.no_native,
+        controlpilot_ui=str(args.controlpilot_ui.resolve()) if args.controlpilot_ui else "",
     )
     stop = threading.Event()
 

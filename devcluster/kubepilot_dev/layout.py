@@ -85,14 +85,20 @@ def node_agent_config(layout: Layout, ports: Ports, host: str) -> dict[str, Any]
     }
 
 
-def gateway_settings(layout: Layout, ports: Ports, host: str, *, native: bool = True) -> dict[str, Any]:
+def gateway_settings(
+    layout: Layout, ports: Ports, host: str, *, native: bool = True, controlpilot_ui: str = ""
+) -> dict[str, Any]:
     return {
         "namespace": "default",
         "operatorNamespace": "default",
         "volumes": {name: str(layout.volume(name)) for name in VOLUMES},
         # ControlPilot's telemetry reads the node agent the stack runs.
         "profileSettings": {
-            "controlpilot": {"system": {"nodeAgentUrls": [f"http://{host}:{ports.node_agent}"]}},
+            "controlpilot": {
+                "system": {"nodeAgentUrls": [f"http://{host}:{ports.node_agent}"]},
+                # ControlPilot's own web UI (LoRA Pilot's static folder), when the user has a copy.
+                "ui": {"dir": controlpilot_ui},
+            },
         },
         "listeners": {"host": host, "combinedPort": ports.gateway, "native": native},
     }

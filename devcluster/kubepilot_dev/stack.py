@@ -61,6 +61,8 @@ class Stack:
     host: str = "127.0.0.1"
     hf_endpoint: str = ""
     native: bool = True
+    controlpilot_ui: str = ""
+    """A copy of ControlPilot's static web UI folder to serve at its root; empty: the API only."""
     """Each profile also on its own port (ControlPilot 7878, ...); off: only the combined port."""
     children: list[Child] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
@@ -159,7 +161,9 @@ class Stack:
     def _start_gateway(self) -> None:
         settings = write_yaml(
             self.layout.settings / "gateway.yaml",
-            gateway_settings(self.layout, self.ports, self.host, native=self.native),
+            gateway_settings(
+                self.layout, self.ports, self.host, native=self.native, controlpilot_ui=self.controlpilot_ui
+            ),
         )
         gateway = self._start("gateway", ["gateway", "--settings", str(settings)])
         health = f"http://{self.host}:{self.ports.gateway}/healthz"

@@ -35,12 +35,13 @@ def free_port() -> int:
 class DevRun:
     """One ``kubepilot dev`` process whose output is collected line by line."""
 
-    def __init__(self, data_dir: Path, ports: dict[str, int]) -> None:
+    def __init__(self, data_dir: Path, ports: dict[str, int], extra: list[str]) -> None:
         self.data_dir = data_dir
         self.ports = ports
         argv = [sys.executable, "-m", "kubepilot_api.cli", "dev", "--data-dir", str(data_dir), "--no-native"]
         for flag, port in ports.items():
             argv += [f"--{flag}", str(port)]
+        argv += extra
         self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -67,6 +68,11 @@ class DevRun:
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
 
+    def page(self, path: str) -> str:
+        url = f"http://127.0.0.1:{self.ports['gateway-port']}{path}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return str(response.read().decode())
+
     def kubectl(self, *args: str) -> str:
         env = {**os.environ, "KUBECONFIG": str(self.data_dir / "cluster" / "kubeconfig")}
         return subprocess.run(
@@ -85,8 +91,8 @@ def stack_processes(data_dir: Path) -> list[str]:
 
 
 @contextmanager
-def dev_stack(data_dir: Path, ports: dict[str, int]) -> Iterator[DevRun]:
-    run = DevRun(data_dir, ports)
+def dev_stack(data_dir: Path, ports: dict[str, int], *extra: str) -> Iterator[DevRun]:
+    run = DevRun(data_dir, ports, list(extra))
     try:
         run.wait_for("kubepilot dev is up", START_TIMEOUT_SECONDS)
         yield run
@@ -107,7 +113,10 @@ def test_one_command_starts_the_stack_stops_it_cleanly_and_keeps_its_state(tmp_p
         for name in ("cluster-port", "gateway-port", "intake-port", "operator-health-port", "node-agent-port")
     }
 
-    with dev_stack(data_dir, ports) as first:
+    ui = tmp_path / "controlpilot-ui"
+    ui.mkdir()
+    (ui / "index.html").write_text("<html>LoRA Pilot portal</html>")
+    with dev_stack(data_dir, ports, "--controlpilot-ui", str(ui)) as first:
         banner = "\n".join(first.lines)
         assert f"http://127.0.0.1:{ports['gateway-port']}/ (/p/controlpilot/" in banner
         assert str(data_dir / "cluster" / "kubeconfig") in banner
@@ -120,6 +129,7 @@ def test_one_command_starts_the_stack_stops_it_cleanly_and_keeps_its_state(tmp_p
         assert "no snapshot" not in gateway_log, "telemetry comes from the stack's node agent"
         started = first.gateway("POST", "/p/controlpilot/api/services/jupyter/start")
         assert started == {"status": "ok"}
+        assert first.page("/p/controlpilot/") == "<html>LoRA Pilot portal</html>", "the product's UI"
         assert (data_dir / "volumes" / "models").is_dir()
     assert first.process.returncode == 0, "\n".join(first.lines[-40:])
     assert "kubepilot dev: stopped" in first.lines
