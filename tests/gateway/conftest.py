@@ -13,10 +13,11 @@ from kubepilot_gateway.bus import EventBus
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.kube import ClusterCache, CrStore, KubeClient
 from kubepilot_gateway.settings import Kube, Settings, Volumes, Watch
+from tests.gateway.nodeagent_process import agent
 from tests.operator.harness import Storage, crds
 from tests.operator.stack_fixtures import hub, operator, storage, tiny_sd
 
-__all__ = ["crds", "devcluster", "hub", "kube_api", "namespace", "operator", "storage", "tiny_sd"]
+__all__ = ["agent", "crds", "devcluster", "hub", "kube_api", "namespace", "operator", "storage", "tiny_sd"]
 
 ROOT = Path(__file__).resolve().parents[2]
 

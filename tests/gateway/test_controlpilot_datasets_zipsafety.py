@@ -75,6 +75,14 @@ def corrupted() -> bytes:
     return bytes(data)
 
 
+def patched_header(local_offset: int, central_offset: int, value: int) -> bytes:
+    """One stored entry whose two headers carry ``value`` in a 16-bit field (method or flags)."""
+    data = bytearray(archive(("a.png", PNG)))
+    struct.pack_into("<H", data, data.find(b"PK\x03\x04") + local_offset, value)
+    struct.pack_into("<H", data, data.find(b"PK\x01\x02") + central_offset, value)
+    return bytes(data)
+
+
 def truncated() -> bytes:
     data = archive(("a.png", os.urandom(8 * KIB)), ("b.png", os.urandom(8 * KIB)))
     return data[: len(data) // 2]
@@ -109,6 +117,10 @@ UNSAFE: dict[str, tuple[Build, str]] = {
     "truncated": (lambda out: truncated(), "Invalid zip file"),
     "corrupt": (lambda out: corrupted(), "Invalid zip file"),
     "not-a-zip": (lambda out: b"this is not a zip at all", "Invalid zip file"),
+    # Compression method 99 (AES): zipfile cannot read it (NotImplementedError).
+    "unknown-compression": (lambda out: patched_header(8, 10, 99), "Unsupported zip file"),
+    # General-purpose flag bit 0: an encrypted entry, refused before any byte is read.
+    "encrypted-entry": (lambda out: patched_header(6, 8, 0x1), "is encrypted"),
 }
 
 

@@ -8,14 +8,10 @@ on a snapshot built with the agent's own model (what it sends on a GPU node).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +40,7 @@ from kubepilot_workers.nodeagent.snapshot import (
     NodeSnapshot,
     NvmlStatus,
 )
+from tests.gateway.nodeagent_process import Agent
 
 JsonObject = dict[str, Any]
 HISTORY_TASK = "controlpilot-telemetry-history"
@@ -60,47 +57,6 @@ TELEMETRY_KEYS = [
     "workspace_data_used_bytes",
     "docs",
 ]
-
-
-class Agent:
-    def __init__(self, url: str, disk: Path) -> None:
-        self.url = url
-        self.disk = disk
-
-    def snapshot(self) -> JsonObject:
-        answer: JsonObject = httpx.get(self.url + "/v1/snapshot", timeout=5).json()
-        return answer
-
-
-@pytest.fixture(scope="module")
-def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
-    """One node agent process for the module, reporting one disk path of its own."""
-    folder = tmp_path_factory.mktemp("nodeagent")
-    port = free_port()
-    config = folder / "config.json"
-    config.write_text(json.dumps({"host": "127.0.0.1", "port": port, "diskPaths": [str(folder)]}))
-    command = [sys.executable, "-m", "kubepilot_workers.nodeagent", "--config", str(config)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            assert time.monotonic() < deadline, "the node agent did not come up"
-            time.sleep(0.05)
-        yield Agent(url, folder)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture

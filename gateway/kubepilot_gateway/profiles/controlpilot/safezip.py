@@ -252,6 +252,7 @@ def extract(zip_path: Path, dest: Path, limits: ZipLimits) -> Extracted:
     except (zipfile.BadZipFile, zlib.error, EOFError) as error:
         raise ZipRejected(f"Invalid zip file: {error or type(error).__name__}") from error
     except NotImplementedError as error:
+        # zipfile's answer to a compression method it cannot read (AES, ...): the client's archive.
         raise ZipRejected(f"Unsupported zip file: {error}") from error
     except RuntimeError as error:
         # zipfile's answer to an encrypted entry it was not warned about.
