@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from kubepilot_api.trainingrun import TrainerKind, TrainingRun
+from kubepilot_gateway import runslot
 from kubepilot_gateway.profiles.controlpilot import dpipe
 from kubepilot_gateway.profiles.controlpilot import models as mdl
 from kubepilot_gateway.profiles.controlpilot import training as tr
@@ -208,7 +209,7 @@ def run_with(phase: str = "", *, stop: bool = False, job: str = "", deleting: bo
     ],
 )
 def test_running_is_a_live_unfinished_run(run: JsonObject | None, active: bool) -> None:
-    assert tr.is_active(run) is active
+    assert runslot.is_active(run) is active
     assert tr.trainpilot_logs([], run) == {"lines": [], "running": active}
 
 
@@ -228,18 +229,18 @@ def named(name: str, phase: str = "") -> JsonObject:
 def test_a_slots_runs_are_numbered_and_the_newest_is_current() -> None:
     prefix = "cp-tp"
     runs = [named("cp-tp-10"), named("cp-tp-9"), named("cp-tp-x"), named("other-1"), named("cp-tp-01")]
-    assert [i for i, _ in tr.slot_runs(prefix, runs)] == [9, 10]
-    current = tr.current_run(prefix, runs)
+    assert [i for i, _ in runslot.slot_runs(prefix, runs)] == [9, 10]
+    current = runslot.current_run(prefix, runs)
     assert current is not None and current["metadata"]["name"] == "cp-tp-10"
-    assert tr.current_run(prefix, []) is None
-    assert tr.run_name(prefix, 11) == "cp-tp-11"
+    assert runslot.current_run(prefix, []) is None
+    assert runslot.run_name(prefix, 11) == "cp-tp-11"
 
 
 def test_only_finished_runs_beyond_the_newest_kept_are_pruned() -> None:
     runs = [named(f"p-{i}", "Succeeded") for i in range(1, 6)] + [named("p-6", "Running")]
-    assert tr.prunable("p", runs, 3) == ["p-1", "p-2"]
-    assert tr.prunable("p", runs, 0) == [f"p-{i}" for i in range(1, 6)]
-    assert tr.prunable("p", runs, 10) == []
+    assert runslot.prunable("p", runs, 3) == ["p-1", "p-2"]
+    assert runslot.prunable("p", runs, 0) == [f"p-{i}" for i in range(1, 6)]
+    assert runslot.prunable("p", runs, 10) == []
 
 
 def test_tail_keeps_the_last_lines() -> None:

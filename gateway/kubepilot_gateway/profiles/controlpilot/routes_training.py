@@ -154,7 +154,7 @@ def create_router(ctx: GatewayContext, settings: TrainingSettings) -> APIRouter:
         return ctx.cache.list(TRAINING_RUNS, namespace, labels={tr.LABEL_SLOT: prefix})
 
     def current(prefix: str) -> JsonObject | None:
-        return tr.current_run(prefix, slot(prefix))
+        return runslot.current_run(prefix, slot(prefix))
 
     async def start_run(
         prefix: str, body_for: Callable[[str], JsonObject], already_running: str
@@ -178,7 +178,7 @@ def create_router(ctx: GatewayContext, settings: TrainingSettings) -> APIRouter:
 
     def refuse_if_active(prefix: str, already_running: str) -> None:
         """The cheap early answer (the create in ``start_run`` is the one that holds under races)."""
-        if any(tr.is_active(run) for _, run in tr.slot_runs(prefix, slot(prefix))):
+        if any(runslot.is_active(run) for _, run in runslot.slot_runs(prefix, slot(prefix))):
             raise bad_request(already_running)
 
     def pod_models() -> str:
@@ -275,7 +275,7 @@ def create_router(ctx: GatewayContext, settings: TrainingSettings) -> APIRouter:
 
     async def stop(run: JsonObject | None) -> bool:
         """Set ``spec.stop`` on the trainer's current run; False when it is not active."""
-        if run is None or not tr.is_active(run):
+        if run is None or not runslot.is_active(run):
             return False
         try:
             await ctx.store.patch(TRAINING_RUNS, run["metadata"]["name"], tr.stop_patch())

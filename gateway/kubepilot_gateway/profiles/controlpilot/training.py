@@ -57,35 +57,7 @@ from typing import Any
 
 from kubepilot_api.constants import API_VERSION, LABEL_PREFIX, LABEL_PROFILE
 from kubepilot_api.trainingrun import KohyaProfile, TrainerKind
-
-# The slot's vocabulary (kubepilot_gateway.runslot), re-exported for this profile's modules.
-from kubepilot_gateway.runslot import (
-    TERMINAL_PHASES as TERMINAL_PHASES,
-)
-from kubepilot_gateway.runslot import (
-    current_run as current_run,
-)
-from kubepilot_gateway.runslot import (
-    is_active as is_active,
-)
-from kubepilot_gateway.runslot import (
-    is_finished as is_finished,
-)
-from kubepilot_gateway.runslot import (
-    phase as phase,
-)
-from kubepilot_gateway.runslot import (
-    prunable as prunable,
-)
-from kubepilot_gateway.runslot import (
-    run_index as run_index,
-)
-from kubepilot_gateway.runslot import (
-    run_name as run_name,
-)
-from kubepilot_gateway.runslot import (
-    slot_runs as slot_runs,
-)
+from kubepilot_gateway.runslot import is_active
 
 JsonObject = dict[str, Any]
 

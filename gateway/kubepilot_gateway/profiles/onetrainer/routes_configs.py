@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, HTTPException
 from pydantic import Field
 
+from kubepilot_gateway import runslot
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.kube import CONFIGMAPS, KubeError, NotFound, resource_for
 from kubepilot_gateway.profiles.onetrainer import configs
@@ -65,7 +66,7 @@ def create_router(ctx: GatewayContext, settings: ConfigsSettings, prefix: str) -
     async def config_current() -> JsonObject:
         """OT-07."""
         runs = ctx.cache.list(TRAINING_RUNS, namespace, labels={ot.LABEL_SLOT: prefix})
-        run = ot.current_run(prefix, runs)
+        run = runslot.current_run(prefix, runs)
         config = ((run or {}).get("spec") or {}).get("tool", {}).get("config") if run else None
         return {"config": config if isinstance(config, dict) else None}
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 
+from kubepilot_gateway import runslot
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.kube import resource_for
 from kubepilot_gateway.profiles.onetrainer import samples
@@ -22,7 +23,7 @@ def create_router(ctx: GatewayContext, prefix: str) -> APIRouter:
 
     def current_samples() -> list[JsonObject]:
         runs = ctx.cache.list(TRAINING_RUNS, namespace, labels={ot.LABEL_SLOT: prefix})
-        run = ot.current_run(prefix, runs)
+        run = runslot.current_run(prefix, runs)
         if run is None:
             return []
         return samples.scan(samples.samples_dir(ctx.settings.volumes.outputs, run))

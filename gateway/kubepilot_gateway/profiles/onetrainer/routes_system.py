@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from kubepilot_api.constants import LABEL_KIND, LABEL_NAME
+from kubepilot_gateway import runslot
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.kube import PODS, resource_for
 from kubepilot_gateway.profiles.controlpilot.telemetry import NodeAgents, Reading, take_reading
@@ -44,12 +45,12 @@ def create_router(
     def session() -> tuple[JsonObject | None, bool, JsonObject | None]:
         """The current session's run, whether it is active, and its trainer pod (all from the cache)."""
         runs = ctx.cache.list(TRAINING_RUNS, namespace, labels={ot.LABEL_SLOT: runs_prefix})
-        run = ot.current_run(runs_prefix, runs)
+        run = runslot.current_run(runs_prefix, runs)
         if run is None:
             return None, False, None
         labels = {LABEL_KIND: TRAINING_RUNS.kind, LABEL_NAME: str(run["metadata"]["name"])}
         pod = system.trainer_pod(ctx.cache.list(PODS, namespace, labels=labels))
-        return run, ot.is_active(run), pod
+        return run, runslot.is_active(run), pod
 
     async def node_reading() -> Reading:
         """The agents' and the gateway's figures, the active session's node first."""

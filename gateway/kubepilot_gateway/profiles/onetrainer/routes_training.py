@@ -98,12 +98,12 @@ def create_router(ctx: GatewayContext, settings: TrainingSettings) -> APIRouter:
         return ctx.cache.list(TRAINING_RUNS, namespace, labels={ot.LABEL_SLOT: prefix})
 
     def current() -> JsonObject | None:
-        return ot.current_run(prefix, slot())
+        return runslot.current_run(prefix, slot())
 
     def active() -> JsonObject:
         """The active session; 400 ``No training in progress`` without one."""
         run = current()
-        if not ot.is_active(run):
+        if not runslot.is_active(run):
             raise bad_request(ot.NO_TRAINING)
         assert run is not None
         return run
@@ -177,7 +177,7 @@ def create_router(ctx: GatewayContext, settings: TrainingSettings) -> APIRouter:
     @router.post("/api/training/start")
     async def training_start(payload: Annotated[StartRequest | None, Body()] = None) -> JsonObject:
         """OT-02: a new session from ``config_dict`` or the file at ``config_path``."""
-        if any(ot.is_active(run) for _, run in ot.slot_runs(prefix, slot())):
+        if any(runslot.is_active(run) for _, run in runslot.slot_runs(prefix, slot())):
             raise bad_request(ot.ALREADY_TRAINING)
         request = payload or StartRequest()
         if request.config_dict is not None:

@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
+from kubepilot_gateway import runslot
 from kubepilot_gateway.bus import Lagged, ResourceEvent
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.kube import resource_for
@@ -54,7 +55,7 @@ def create_router(ctx: GatewayContext, prefix: str) -> APIRouter:
 
     def current() -> JsonObject | None:
         runs = ctx.cache.list(TRAINING_RUNS, namespace, labels={ot.LABEL_SLOT: prefix})
-        return ot.current_run(prefix, runs)
+        return runslot.current_run(prefix, runs)
 
     def state() -> JsonObject:
         return ot.training_state(current())
