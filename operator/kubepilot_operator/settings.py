@@ -9,16 +9,22 @@ devcluster started by ``scripts/dev.sh`` except the storage folders, which the d
 from __future__ import annotations
 
 import os
+import posixpath
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from kubepilot_api.serviceinstance import ServiceType
 
 SETTINGS_FILE_ENV = "KUBEPILOT_OPERATOR_SETTINGS"
+
+
+def contained_relative(path: str) -> bool:
+    """True for a relative path that stays inside its root: no leading ``/``, no ``..`` step."""
+    return bool(path) and not path.startswith("/") and ".." not in posixpath.normpath(path).split("/")
 
 
 class Strict(BaseModel):
@@ -277,12 +283,26 @@ class Settings(BaseSettings):
     defaultGeneratorModel: str = Field(
         default="", description="Model (relative to models) for jobs and generator services that name none."
     )
+    upscalers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Upscaler name → model file relative to the models volume (e.g. 'RealESRGAN 4x+': "
+        "upscale_models/RealESRGAN_x4plus.pth), given to every generator. A GenerationJob may also name "
+        "a file directly: a path relative to the models volume, or a bare file name in upscale_models/.",
+    )
     rendezvous: Rendezvous = Field(default_factory=Rendezvous)
     downloadBackoffLimit: int = Field(default=3, ge=0)
     trainingBackoffLimit: int = Field(default=0, ge=0)
     scheduleConfigMap: str = Field(
         default="kubepilot-schedule", description="ConfigMap (operator namespace) with shutdownAt."
     )
+
+    @field_validator("upscalers")
+    @classmethod
+    def _upscaler_files_inside_models(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, file in value.items():
+            if not contained_relative(file):
+                raise ValueError(f"upscaler {name!r}: {file!r} is not a path inside the models volume")
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client
+from PIL import Image
 
 from kubepilot_devcluster.testing import DevCluster
 from kubepilot_operator.settings import default_catalog
+from kubepilot_workers.tinymodels import save_tiny_upscaler
 from tests.operator.harness import Objects, OperatorProcess, Storage, condition, tiny_generator, tiny_txt2img
 
 pytestmark = pytest.mark.slow
@@ -39,9 +41,8 @@ def operator(
     catalog = {name: entry.model_dump() for name, entry in default_catalog().items()}
     catalog["jupyter"] = WEB
     catalog["code-server"] = CRASHING
-    process = OperatorProcess(
-        devcluster, storage, tmp_path_factory.mktemp("operator"), extra={"services": catalog}
-    ).start()
+    extra = {"services": catalog, "upscalers": {"Tiny 2x": "upscale_models/tiny-x2.safetensors"}}
+    process = OperatorProcess(devcluster, storage, tmp_path_factory.mktemp("operator"), extra=extra).start()
     try:
         yield process
     finally:
@@ -210,3 +211,33 @@ def test_a_job_naming_a_stopped_service_starts_it_when_asked(
     done = objects.wait_phase("generationjobs", "wake", "Completed", "Failed", timeout=120)
     assert done["phase"] == "Completed" and done["assignedService"] == "sleepy", done
     assert objects.get("serviceinstances", "sleepy")["spec"]["running"] is True
+
+
+def test_upscale_jobs_find_their_model_by_configured_name_or_by_file(
+    operator: OperatorProcess, objects: Objects, storage: Storage
+) -> None:
+    """One-shot upscale Jobs: ``Tiny 2x`` comes from the operator's ``upscalers`` setting, the 4x model
+    by its bare file name in ``upscale_models/``; a name nobody configured fails with MODEL_NOT_FOUND."""
+    save_tiny_upscaler(storage.models / "upscale_models" / "tiny-x2.safetensors", scale=2)
+    save_tiny_upscaler(storage.models / "upscale_models" / "tiny-x4.safetensors", scale=4)
+    source = storage.outputs / "inputs" / f"{objects.namespace}.png"
+    source.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (40, 24), (200, 30, 90)).save(source)
+    inputs = {"image": f"inputs/{source.name}"}
+    jobs = {
+        "by-name": {"upscaler": "Tiny 2x", "factor": 2},
+        "by-file": {"upscaler": "tiny-x4.safetensors", "factor": 4},
+        "unknown": {"upscaler": "Nobody's 8x", "factor": 2},
+    }
+    for name, upscale in jobs.items():
+        objects.create(
+            "generationjobs", "GenerationJob", name, {"type": "upscale", "inputs": inputs, "upscale": upscale}
+        )
+    for name, size in (("by-name", (80, 48)), ("by-file", (160, 96))):
+        done = objects.wait_phase("generationjobs", name, "Completed", "Failed", timeout=120)
+        assert done["phase"] == "Completed", done
+        with Image.open(storage.outputs / done["outputs"][0]["path"]) as image:
+            assert image.size == size
+    failed = objects.wait_phase("generationjobs", "unknown", "Completed", "Failed", timeout=120)
+    assert failed["phase"] == "Failed" and failed["error"]["code"] == "MODEL_NOT_FOUND", failed
+    assert "Tiny 2x" in failed["error"]["message"]

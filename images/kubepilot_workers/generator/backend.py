@@ -144,7 +144,7 @@ class DiffusersBackend:
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.pipelines = PipelineCache(self.device, self.dtype)
-        self.upscalers = UpscalerCache(config.upscalers, self.device, self.dtype)
+        self.upscalers = UpscalerCache(config.upscalers, self.device, self.dtype, root=config.modelsRoot)
         self.ready = True
         self.last_load_seconds = 0.0
         """Seconds the last job spent loading its model (the executor reports it as loadSeconds)."""

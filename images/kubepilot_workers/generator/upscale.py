@@ -164,7 +164,12 @@ class Upscaler:
 
 
 class UpscalerCache:
-    """Upscaler names (``GeneratorConfig.upscalers``) to loaded models, loaded on first use."""
+    """Upscaler names (``GeneratorConfig.upscalers``) to loaded models, loaded on first use.
+
+    A name that is not configured may be an absolute path of a model file inside ``root`` (the models
+    volume): the operator resolves a job's upscaler file to such a path, so a file nobody configured
+    can still be used. Anything outside ``root`` (after resolving links) is refused.
+    """
 
     def __init__(
         self,
@@ -173,8 +178,10 @@ class UpscalerCache:
         dtype: torch.dtype,
         tile: int = DEFAULT_TILE,
         overlap: int = DEFAULT_TILE_OVERLAP,
+        root: str = "",
     ) -> None:
         self._files = dict(files)
+        self._root = Path(root).resolve() if root else None
         self._device = device
         self._dtype = dtype
         self._tile = tile
@@ -187,7 +194,7 @@ class UpscalerCache:
             name = next(iter(self._files))
         if name in self._loaded:
             return self._loaded[name]
-        file = self._files.get(name)
+        file = self._files.get(name) or self._file_in_root(name)
         if file is None:
             known = ", ".join(sorted(self._files)) or "none configured"
             raise ExecutionError("MODEL_NOT_FOUND", f"unknown upscaler {name!r} (known: {known})")
@@ -198,3 +205,9 @@ class UpscalerCache:
         self._loaded[name] = upscaler
         log.info("loaded upscaler %s (%s, x%d)", name, upscaler.descriptor.architecture.name, upscaler.scale)
         return upscaler
+
+    def _file_in_root(self, name: str) -> str | None:
+        if self._root is None or not name.startswith("/"):
+            return None
+        path = Path(name).resolve()
+        return str(path) if path.is_relative_to(self._root) else None

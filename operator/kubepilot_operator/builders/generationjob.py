@@ -8,6 +8,7 @@ from kubepilot_api.generationjob import GenerationJob
 from kubepilot_api.workers.config import GenerationRequest, GeneratorConfig, GeneratorMode, LoraFile, Workload
 from kubepilot_api.workers.executor import ExecutorSubmit, ReportTarget
 from kubepilot_operator.builders.common import Obj, job_manifest, meta, pod_template
+from kubepilot_operator.builders.upscalers import upscaler, upscalers
 from kubepilot_operator.settings import Settings
 
 PLURAL = "generationjobs"
@@ -49,7 +50,7 @@ def request(settings: Settings, cr: Obj, model: str, loras: list[tuple[str, floa
         image=output_path(inputs.image) if inputs else "",
         mask=output_path(inputs.mask) if inputs else "",
         images=[output_path(p) for p in inputs.images] if inputs else [],
-        upscaler=spec.upscale.upscaler if spec.upscale else "",
+        upscaler=upscaler(settings, spec.upscale.upscaler) if spec.upscale else "",
         upscaleFactor=spec.upscale.factor if spec.upscale else 2.0,
         workflow=spec.workflow,
         params=spec.params,
@@ -80,6 +81,7 @@ def oneshot_config(settings: Settings, cr: Obj, generation: GenerationRequest) -
         modelsRoot=settings.storage.models.mountPath,
         outputsDir=posixpath.join(settings.storage.outputs.mountPath, output_dir(cr)),
         request=generation,
+        upscalers=upscalers(settings),
     )
     return config.to_dict()
 
