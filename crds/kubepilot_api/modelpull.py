@@ -137,13 +137,22 @@ class ModelType(StrEnum):
     LLM = "llm"
     DIFFUSERS = "diffusers"
     OTHER = "other"
+    MIXED = "mixed"
+    """No one type folder: the files land at the models volume's root and each URL file's path starts
+    with its own type folder (``checkpoints/a.safetensors``, ``vae/b.safetensors``). URL sources only:
+    a preset whose files span folders is still one ModelPull."""
+
+
+TYPE_FOLDERS = tuple(t.value for t in ModelType if t not in (ModelType.MIXED,))
+"""The folders a ``mixed`` pull's file paths may start with."""
 
 
 class ModelDestination(KubeModel):
     """Where the files land in the models store."""
 
     modelType: ModelType = Field(
-        description="Type folder under the models volume, e.g. checkpoints or loras."
+        description="Type folder under the models volume, e.g. checkpoints or loras; mixed: URL files "
+        "whose own paths start with their type folders (a preset spanning folders)."
     )
     subdir: str = Field(
         default="",
@@ -186,6 +195,20 @@ class Priority(StrEnum):
 
 class ModelPullSpec(KubeModel):
     """What to download and where to put it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.destination.modelType != 'mixed' || (self.source.type == 'URL' && "
+                    "(!has(self.destination.subdir) || self.destination.subdir == '') && "
+                    "self.source.urls.all(u, u.path.matches('^(" + "|".join(TYPE_FOLDERS) + ")/[^/]')))",
+                    "message": "destination modelType mixed takes a URL source whose every file path "
+                    "starts with a type folder (checkpoints/, loras/, vae/, ...), and no subdir",
+                }
+            ]
+        }
+    )
 
     source: ModelSource = Field(
         description="Where the weights come from. Immutable: a different source is a new ModelPull.",

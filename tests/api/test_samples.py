@@ -98,6 +98,31 @@ def test_a_source_without_its_sub_object_breaks_a_cel_rule() -> None:
 
 
 @pytest.mark.parametrize(
+    ("change", "broken"),
+    [
+        ({"destination": {"modelType": "mixed", "subdir": "x"}}, "and no subdir"),
+        ({"source": {"type": "HuggingFace", "huggingFace": {"repoId": "a/b"}}}, "URL source"),
+        (
+            {"source": {"type": "URL", "urls": [{"url": "https://x/a", "path": "a.safetensors"}]}},
+            "type folder",
+        ),
+        ({"source": {"type": "URL", "urls": [{"url": "https://x/a", "path": "mixed/a"}]}}, "type folder"),
+    ],
+)
+def test_a_mixed_destination_takes_only_url_files_under_type_folders(
+    change: dict[str, Any], broken: str
+) -> None:
+    good = _load(ROOT / "examples" / "modelpull-preset-mixed.yaml")
+    assert cel_errors(CRDS["ModelPull"], good) == []
+    bad = copy.deepcopy(good)
+    bad["spec"].update(change)
+    errors = cel_errors(CRDS["ModelPull"], bad)
+    assert (
+        len(errors) == 1 and errors[0].startswith("spec: destination modelType mixed") and broken in errors[0]
+    )
+
+
+@pytest.mark.parametrize(
     ("kind", "field", "change"),
     [
         (

@@ -68,6 +68,27 @@ def test_a_pull_downloads_reports_progress_and_its_deletion_removes_the_files(
     assert any(line.startswith("Removing") for line in objects.events("weights"))
 
 
+def test_a_mixed_pull_puts_each_file_in_its_own_type_folder_and_removes_them_all(
+    operator: OperatorProcess, objects: Objects, hub: HubFake, storage: Storage
+) -> None:
+    """One ModelPull for a preset whose files span type folders (destination ``mixed``)."""
+    name = f"x-{objects.namespace}"
+    paths = [f"checkpoints/{name}/model.safetensors", f"vae/{name}/ae.safetensors"]
+    urls = [
+        {"url": hub.add_plain(f"{name}-{i}", FakeFile(data=bytes_of(p, 50_000))), "path": p}
+        for i, p in enumerate(paths)
+    ]
+    spec = {"source": {"type": "URL", "urls": urls}, "destination": {"modelType": "mixed"}}
+    objects.create("modelpulls", "ModelPull", "preset", spec)
+    status = objects.wait_phase("modelpulls", "preset", "Completed", timeout=60)
+    assert sorted(f["path"] for f in status["files"]) == paths
+    for path in paths:
+        assert (storage.models / path).read_bytes() == bytes_of(path, 50_000)
+    objects.delete("modelpulls", "preset")
+    objects.wait_gone("modelpulls", "preset")
+    assert not any((storage.models / path).exists() for path in paths)
+
+
 def test_a_retained_pull_keeps_its_files_when_deleted(
     operator: OperatorProcess, objects: Objects, hub: HubFake, storage: Storage
 ) -> None:

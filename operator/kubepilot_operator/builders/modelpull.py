@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import posixpath
 
-from kubepilot_api.modelpull import ModelPull
+from kubepilot_api.modelpull import ModelPull, ModelType
 from kubepilot_api.workers.config import DownloaderConfig, Workload
 from kubepilot_api.workers.env import CREDENTIALS_FILE_ENV
 from kubepilot_operator.builders.common import Obj, job_manifest, meta, pod_template
@@ -17,8 +17,11 @@ COMMAND = ["python", "-m", "kubepilot_workers.downloader"]
 
 
 def relative_target(pull: ModelPull) -> str:
-    """The destination folder relative to the models volume (``loras/styles``)."""
+    """The destination folder relative to the models volume (``loras/styles``); empty for ``mixed``,
+    whose file paths carry their own type folders."""
     destination = pull.spec.destination
+    if destination.modelType is ModelType.MIXED:
+        return ""
     return (
         posixpath.join(destination.modelType.value, destination.subdir)
         if destination.subdir
@@ -34,7 +37,7 @@ def downloader_config(settings: Settings, cr: Obj) -> Obj:
         workload=Workload(kind="ModelPull", namespace=m["namespace"], name=m["name"], uid=m.get("uid", "")),
         source=pull.spec.source,
         modelsRoot=root,
-        targetDir=posixpath.join(root, relative_target(pull)),
+        targetDir=posixpath.join(root, relative_target(pull)).rstrip("/") or root,
         storeDir=posixpath.join(root, ".store"),
         tokenFile=f"{CREDENTIALS_MOUNT}/token" if pull.spec.credentialsSecretRef else "",
         maxParallelFiles=pull.spec.maxParallelFiles,

@@ -23,8 +23,9 @@ def upscalers(settings: Settings) -> dict[str, str]:
 def upscaler(settings: Settings, name: str) -> str:
     """A job's upscaler as the generator resolves it: a configured name stays a name; a file of the
     models volume (``upscale_models/x.pth``, or a bare ``x.pth`` in ``upscale_models/``) becomes its
-    absolute path. A bare name without a model file ending stays a name too. A name with a ``..`` step or an absolute one is passed on as written, for the
-    generator to refuse (it loads only configured names and files inside the models volume).
+    absolute path. A bare name without a model file ending stays a name too. A name with a ``..``
+    step or an absolute one is passed on as written, for the generator to refuse (it loads only
+    configured names and files inside the models volume).
     """
     if not name or name in settings.upscalers or not contained_relative(name):
         return name
