@@ -1,6 +1,7 @@
 """sd.cpp Studio end to end: an A1111 client's request sequence → GenerationJob → the real operator →
 a one-shot generator pod on the tiny Stable Diffusion model (CPU) → the image back as base64, and
-the same image served byte-exact by the REST API from the outputs volume. Nothing is mocked.
+the same image served byte-exact by the REST API from the outputs volume; then an img2img from an
+uploaded image and an upscale of its result with a tiny upscaler. Nothing is mocked.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import asyncio
 import base64
 import io
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -86,3 +89,66 @@ async def test_an_a1111_client_generates_through_a_generation_job_and_the_rest_a
     queued = (await http.get(f"/api/queue/{name}")).json()
     assert (queued["status"], queued["progress"]) == ("completed", 1.0)
     assert (await http.get("/sdapi/v1/progress")).json()["state"]["job_count"] == 0
+
+
+@pytest.fixture
+async def upscaling(
+    kube: KubeClient, cache: ClusterCache, store: CrStore, namespace: str, storage: Storage
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The profile with a tiny 4x upscaler on the models volume, offered as "Tiny 4x" (a bare file
+    name: the operator finds it in ``upscale_models/``)."""
+    target = storage.models / "upscale_models" / "tiny-x4.safetensors"
+    command = [sys.executable, "-m", "kubepilot_workers.tinymodels", "upscaler", str(target), "--scale", "4"]
+    await asyncio.to_thread(subprocess.run, command, check=True, capture_output=True, timeout=300)
+    profile = {
+        "models": [{"id": "tiny-sd", "path": TINY_MODEL}],
+        "upscalers": [{"name": "Tiny 4x", "upscaler": "tiny-x4.safetensors", "scale": 4}],
+        "inputsDir": f"sdcpp-studio/{namespace}/inputs",
+        "syncTimeoutSeconds": 120,
+    }
+    settings = stack_settings(namespace, storage, profileSettings={"sdcpp-studio": profile})
+    ctx = GatewayContext(settings=settings, client=kube, cache=cache, store=store, bus=cache.bus)
+    transport = httpx.ASGITransport(app=create_app(ctx))
+    async with httpx.AsyncClient(transport=transport, base_url="http://sd.test", timeout=150) as session:
+        yield session
+
+
+async def test_img2img_then_an_upscale_of_its_image_run_through_the_operator(
+    operator: OperatorProcess, tiny_sd: Path, upscaling: httpx.AsyncClient, storage: Storage, namespace: str
+) -> None:
+    init = io.BytesIO()
+    Image.new("RGB", (50, 40), "green").save(init, format="JPEG")
+    body = {
+        "prompt": "a cat",
+        "init_images": [base64.b64encode(init.getvalue()).decode()],
+        "denoising_strength": 0.5,
+        "width": 64,
+        "height": 96,
+        "steps": 2,
+        "seed": 11,
+    }
+    answer = await upscaling.post("/sdapi/v1/img2img", json=body)
+    assert answer.status_code == 200, answer.text
+    (encoded,) = answer.json()["images"]
+    made = base64.b64decode(encoded)
+    assert Image.open(io.BytesIO(made)).size == (64, 96)  # width and height honoured
+    assert json.loads(answer.json()["info"])["all_seeds"] == [11]
+
+    upscale = {"image": encoded, "upscaler_1": "Tiny 4x", "upscaling_resize": 2}
+    answer = await upscaling.post("/sdapi/v1/extra-single-image", json=upscale)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["html_info"] == "<div>Upscaled with Tiny 4x</div>"
+    upscaled = base64.b64decode(answer.json()["image"])
+    assert Image.open(io.BytesIO(upscaled)).size == (128, 192)  # 2x doubles width and height
+
+    jobs = (await upscaling.get("/api/queue")).json()["jobs"]
+    assert sorted((job["type"], job["status"], job["size"]) for job in jobs) == [
+        ("edit", "completed", "64x96"),
+        ("upscale", "completed", "128x192"),
+    ]
+    upscale_job = next(job for job in jobs if job["type"] == "upscale")
+    (image,) = (await upscaling.get(f"/api/generations/{upscale_job['id']}/images")).json()
+    assert (image["width"], image["height"]) == (128, 192)
+    assert (await upscaling.get(f"/api/images/{image['id']}")).content == upscaled
+    staged = upscale_job["input_image_path"]
+    assert staged.startswith(f"{storage.outputs}/sdcpp-studio/{namespace}/inputs/")

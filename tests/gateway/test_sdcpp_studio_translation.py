@@ -10,6 +10,7 @@ import pytest
 
 from kubepilot_gateway.profiles.sdcpp_studio import a1111
 from kubepilot_gateway.profiles.sdcpp_studio import jobs as tr
+from kubepilot_gateway.profiles.sdcpp_studio import services as svc
 from kubepilot_gateway.profiles.sdcpp_studio.config import SdcppSettings
 
 SETTINGS = SdcppSettings.model_validate(
@@ -196,3 +197,44 @@ def test_a1111_progress_reports_the_running_job_and_counts_the_queue() -> None:
     assert (answer["state"]["sampling_step"], answer["state"]["sampling_steps"]) == (3, 10)
     idle = a1111.progress([completed_job()])
     assert idle["progress"] == 0.0 and idle["state"]["job_count"] == 0
+
+
+def test_model_service_phase_changes_become_model_status_events() -> None:
+    entry = SETTINGS.models[0]
+    starting = svc.new_service(entry)
+    running = {**starting, "status": {"phase": "Running"}}
+    stopping = {**running, "spec": {**running["spec"], "running": False}}
+    assert svc.status_event(None, starting, "document", 1400) == {
+        "type": "model_status_changed",
+        "data": {"id": "tiny-sd", "status": "starting", "port": 1400},
+    }
+    assert svc.status_event(starting, running, "product", None) == {
+        "channel": "models",
+        "type": "model_status_changed",
+        "data": {"modelId": "tiny-sd", "status": "running", "port": None},
+    }
+    assert svc.status_event(running, stopping, "document", None)["data"]["status"] == "stopping"  # type: ignore[index]
+    assert svc.status_event(stopping, None, "document", None)["data"]["status"] == "stopped"  # type: ignore[index]
+    assert svc.status_event(running, running, "document", None) is None  # no change, no event
+    foreign = {**running, "metadata": {"name": "x", "labels": {}}}
+    assert svc.status_event(None, foreign, "document", None) is None  # not one of this profile's
+
+
+def test_upscale_factors_and_edit_sizes() -> None:
+    settings = SdcppSettings.model_validate({"upscalers": [{"name": "X", "upscaler": "x.pth", "scale": 4}]})
+    by_factor = tr.upscale_request({"upscaler": "X", "upscale_factor": "1.5"}, (100, 50), settings)
+    assert (by_factor.factor, by_factor.size, by_factor.spec_type) == (1.5, "150x75", "upscale")
+    to_size = tr.upscale_request(
+        {"upscaling_resize_w": 300, "upscaling_resize_h": 100, "resize_mode": 1, "upscaler_1": "X"},
+        (100, 50),
+        settings,
+        tr.A1111_UPSCALE,
+    )
+    assert (to_size.factor, to_size.size) == (3.0, "300x150")  # covers the target, keeps the aspect ratio
+    with pytest.raises(tr.BadRequest, match="Upscaler not found: RealESRGAN 4x\\+"):
+        tr.upscale_request({}, (10, 10), settings)  # the default name is not configured here
+    assert tr.fitted_size(30, 5000) == (64, 4096)
+    edit = tr.image_request(
+        "edit", {"prompt": "p"}, (517, 300), SETTINGS.models, SETTINGS.model, SETTINGS.default()
+    )
+    assert (edit.size, edit.spec_type, edit.strength) == ("512x296", "img2img", 0.75)

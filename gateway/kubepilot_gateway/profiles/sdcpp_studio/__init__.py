@@ -1,7 +1,7 @@
 """The sd.cpp Studio profile (native port 3000): its REST API under ``/api`` and the
 Automatic1111-compatible API at ``/sdapi/v1``, on kubepilot's GenerationJobs.
 
-Decisions (first increment):
+Decisions:
 
 - **Every generation is a GenerationJob** named by the UUID the client sees (labelled with the
   profile), so the queue, the generations list and the images are all read from the cache and a
@@ -10,8 +10,10 @@ Decisions (first increment):
   quality, style, sd.cpp job type, catalog model id) travel in one annotation (``jobs``).
 - **Document shapes by default, the product's under ``compat: product``** (profile setting): the
   product answers epoch milliseconds instead of seconds, ``/api/generations`` as ``{generations,
-  pagination}`` over every job instead of a bare array of completed ones, and ``authRequired``
-  instead of ``authEnabled`` in ``/api/config``.
+  pagination}`` over every job instead of a bare array of completed ones, ``authRequired``
+  instead of ``authEnabled`` in ``/api/config``, ``/api/models/running`` as ``{count, models}``,
+  model start / stop answers with ``modelId`` and ``message``, and ``model_status_changed`` with
+  ``modelId`` instead of ``id``.
 - **/sdapi/v1 answers A1111's own shapes** (samplers ``[{name, aliases, options}]``, sd-models
   ``[{title, model_name, hash, sha256, filename, config}]``, progress with ``state.job_count`` and
   ``state.job_no``, txt2img ``{images, parameters, info}`` with ``info`` a JSON string), since
@@ -37,12 +39,44 @@ Decisions (first increment):
 - **Deletes**: ``DELETE /api/generations/:id`` removes the CR and the image files its status
   names (cancelling it first when it still runs); ``DELETE /api/generations`` removes every
   finished job (queued and running ones stay), files only with ``delete_files=true``.
-- **Generation logs** are the job's conditions as the operator recorded them.
+- **Image inputs** (edit, variation, their queue forms, upscale, A1111 img2img and extras): the
+  image comes as a multipart file or base64 (a bare string or a ``data:`` URL); it is bounded
+  (``maxUploadBytes``, ``maxUploadPixels``, ``maxRequestBytes`` while the body streams in), must
+  decode in Pillow as PNG, JPEG or WebP, is re-encoded as PNG and written to the inputs area of
+  the outputs volume (``inputsDir``) as ``<uuid>.png``: the client's file name is never used.
+  Refusals are the product's 400s ("Image file is required", "File too large", "Only image files
+  are allowed"). Staged inputs are removed when their job cannot be created and when the
+  generation is deleted (see :mod:`.uploads`).
+- **Edit / variation**: an edit is an ``img2img`` GenerationJob, or an ``inpaint`` when a ``mask``
+  comes with it; a variation is a ``variation`` job; ``strength`` defaults to 0.75 for both. The
+  document lists no ``model`` for them (the product requires one): without one the default model
+  runs. Without ``size`` the output keeps the input image's size (fitted to multiples of 8,
+  64-4096) rather than 512x512, so an edit keeps its picture's shape. A1111's img2img is an edit
+  of ``init_images[0]`` (further init images are ignored), ``mask`` makes it an inpaint, and its
+  echoed ``parameters`` carry ``init_images``/``mask`` as null, as A1111's do.
+- **Upscale** (``/api/queue/upscale``, ``extra-single-image``, ``extra-batch-images``): one
+  ``upscale`` GenerationJob (a batch is one job: ``inputs.image`` and ``inputs.images`` in order).
+  The ``upscalers`` setting maps the names clients send to the operator's upscaler (a name it
+  configures, a models-volume path, or a bare file in ``upscale_models/``); the default is the
+  product's "RealESRGAN 4x+" as ``RealESRGAN_x4plus.pth``; an unknown name is a 400. ``resize_mode``
+  1 (to a size) upscales by the factor that covers the target, keeping the aspect ratio (no crop:
+  a GenerationJob has a factor, not a target size); the factor must be 1-8. The product's
+  "Resize Lanczos/Bicubic/Nearest" pseudo-upscalers are not offered. ``extra-single-image`` reads
+  the product's multipart names (``upscaler``, ``upscale_factor``, ``target_*``) from a form and
+  A1111's (``upscaler_1``, ``upscaling_resize``, ``upscaling_resize_w/h``) from JSON.
+- **Model start / stop** are one ServiceInstance per catalog model (its ``backend``: our
+  generator server or an sd.cpp server), started with ``running: true`` and stopped with
+  ``running: false`` (see :mod:`.services`); ``running``, each model's ``status`` and the
+  WebSocket's ``model_status_changed`` (channel ``models``) come from those objects' phases.
+  ``api`` models cannot start (400); starting a starting or running model is the product's 409,
+  stopping a stopped one its 400.
+- **Logs**: ``/api/logs`` merges the jobs' conditions (from the cluster) with the gateway's own
+  actions for this profile (a bounded ring in this process), see :mod:`.logs`; per-generation
+  logs are the job's conditions as the operator recorded them (``limit`` keeps the newest).
 - The catalog (``models.yml``) is the profile setting ``models`` for now (list, one, status,
-  files, downloaded, running, and downloads as one ModelPull per model: ``downloads``); start/stop
-  of a model's server is still to come. A model's service is the ServiceInstance
-  labelled ``kubepilot.io/sdcpp-model=<id>``. ``authEnabled`` is a setting to set with the
-  listener's auth (a profile cannot see the listener settings yet).
+  files, downloaded, running, start/stop, and downloads as one ModelPull per model:
+  ``downloads``). ``authEnabled`` is a setting to set with the listener's auth (a profile cannot
+  see the listener settings yet).
 """
 
 from __future__ import annotations
@@ -59,7 +93,13 @@ from kubepilot_gateway.app.settings import CorsSettings
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.profiles import Profile
 from kubepilot_gateway.profiles.sdcpp_studio import jobs as tr
-from kubepilot_gateway.profiles.sdcpp_studio import routes_api, routes_models, routes_sdapi, routes_ws
+from kubepilot_gateway.profiles.sdcpp_studio import (
+    routes_api,
+    routes_inputs,
+    routes_models,
+    routes_sdapi,
+    routes_ws,
+)
 from kubepilot_gateway.profiles.sdcpp_studio.config import PROFILE_NAME, sdcpp_settings
 from kubepilot_gateway.profiles.sdcpp_studio.runtime import Runtime
 
@@ -104,8 +144,11 @@ def build_app(ctx: GatewayContext, *, cors: bool = True) -> FastAPI:
     app = FastAPI(title=TITLE, docs_url=None, redoc_url=None)
     install_error_envelope(app, envelope, validation_status=400)
 
+    runtime = Runtime(ctx, sdcpp_settings(ctx))
+
     async def on_bad_request(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, tr.BadRequest)
+        runtime.logs.add("warn", "routes", f"{request.method} {request.url.path} refused: {exc.message}")
         return routes_api.bad_request_response(exc)
 
     app.add_exception_handler(tr.BadRequest, on_bad_request)
@@ -119,8 +162,8 @@ def build_app(ctx: GatewayContext, *, cors: bool = True) -> FastAPI:
         )
     # Added last, so outermost: every OPTIONS is the product's 204, preflights included.
     app.middleware("http")(options_204)
-    runtime = Runtime(ctx, sdcpp_settings(ctx))
     app.include_router(routes_api.create_router(runtime))
+    app.include_router(routes_inputs.create_router(runtime))
     app.include_router(routes_models.create_router(runtime))
     app.include_router(routes_sdapi.create_router(runtime))
     app.include_router(routes_ws.create_router(runtime))

@@ -100,6 +100,21 @@ def txt2img_request(
     body: Any, model: CatalogModel, settings: SdcppSettings
 ) -> tuple[tr.Generation, JsonObject]:
     """The generation an A1111 txt2img body asks for, and the parameters A1111 echoes back."""
+    return _request(body, model, settings, img2img=False)
+
+
+def img2img_request(
+    body: Any, model: CatalogModel, settings: SdcppSettings
+) -> tuple[tr.Generation, JsonObject]:
+    """An A1111 img2img body: txt2img's fields plus ``denoising_strength`` (default 0.75); the images
+    (``init_images``, ``mask``) are checked and staged by the caller. Echoed parameters carry
+    ``init_images`` and ``mask`` as null, as A1111 answers them."""
+    return _request(body, model, settings, img2img=True)
+
+
+def _request(
+    body: Any, model: CatalogModel, settings: SdcppSettings, *, img2img: bool
+) -> tuple[tr.Generation, JsonObject]:
     if not isinstance(body, dict):
         raise tr.BadRequest("Invalid JSON body", "the body must be a JSON object")
     prompt = body.get("prompt") or ""
@@ -134,8 +149,13 @@ def txt2img_request(
         "batch_size": batch_size,
         "n_iter": n_iter,
     }
+    strength = 0.75
+    if img2img:
+        raw = body.get("denoising_strength")
+        strength = tr.as_float("denoising_strength", raw, 0, 1) if raw is not None else 0.75
+        parameters.update(denoising_strength=strength, init_images=None, mask=None)
     generation = tr.Generation(
-        kind="generate",
+        kind="edit" if img2img else "generate",
         model=model,
         prompt=prompt,
         negative_prompt=negative,
@@ -153,6 +173,7 @@ def txt2img_request(
             "batch_size": batch_size,
             "n_iter": n_iter,
         },
+        strength=strength,
     )
     return generation, parameters
 
@@ -201,6 +222,31 @@ def info(cr: JsonObject, parameters: JsonObject, model_id: str) -> str:
         "version": "kubepilot",
     }
     return json.dumps(document)
+
+
+def upscalers(settings: SdcppSettings, models_root: str) -> list[JsonObject]:
+    """A1111's ``/sdapi/v1/upscalers``: the configured names; ``model_path`` is the file on the models
+    volume where the operator's name is a file (a bare file name lives in ``upscale_models/``)."""
+    models_prefix = "upscale_models/"
+    answer = []
+    for entry in settings.upscalers:
+        target = entry.upscaler
+        is_file = "/" in target or target.lower().endswith(WEIGHT_SUFFIXES)
+        relative = target if "/" in target else models_prefix + target
+        path = f"{models_root.rstrip('/')}/{relative}" if is_file else None
+        answer.append(
+            {
+                "name": entry.name,
+                "model_name": target,
+                "model_path": path,
+                "model_url": None,
+                "scale": entry.scale,
+            }
+        )
+    return answer
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin", ".onnx", ".gguf")
 
 
 def _stamp(epoch_seconds: int) -> str:

@@ -41,10 +41,17 @@ def file_status(entry: CatalogModel, models_root: str, found: Mapping[str, bool]
 
 
 def model_status(service: JsonObject | None) -> str:
-    """A model's process status: its ServiceInstance's phase, ``stopped`` without one."""
+    """A model's process status: its ServiceInstance's phase (``stopped`` without one), except that
+    a service asked to run that has no phase yet reads ``starting``, and one asked to stop that
+    still runs ``stopping``."""
     if service is None:
         return "stopped"
-    return STATUS_OF_PHASE.get(str((service.get("status") or {}).get("phase") or "Stopped"), "stopped")
+    phase = (service.get("status") or {}).get("phase")
+    wanted = bool((service.get("spec") or {}).get("running", True))
+    if wanted and not phase:
+        return "starting"
+    status = STATUS_OF_PHASE.get(str(phase or "Stopped"), "stopped")
+    return "stopping" if not wanted and status in ("starting", "running") else status
 
 
 def model_object(

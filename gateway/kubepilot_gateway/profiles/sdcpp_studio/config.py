@@ -43,6 +43,11 @@ class CatalogModel(Strict):
         default="cli", description="`cli`: one generator Job per request; `server`: an sd.cpp service."
     )
     mode: Literal["preload", "on_demand"] = "on_demand"
+    backend: Literal["generator", "sdcpp"] = Field(
+        default="generator",
+        description="What serves the model when started: `generator` (our diffusers generator server) "
+        "or `sdcpp` (an sd.cpp server ServiceInstance, through the sd.cpp adapter).",
+    )
     port: int | None = Field(default=None, ge=1, le=65535)
     huggingface: HuggingFaceRef = Field(default_factory=HuggingFaceRef)
     files: list[str] = Field(
@@ -53,6 +58,24 @@ class CatalogModel(Strict):
     @property
     def display_name(self) -> str:
         return self.name or self.id
+
+
+class UpscalerEntry(Strict):
+    """One upscaler the product's clients name (``upscaler`` / ``upscaler_1``), mapped to the
+    operator's upscaler: a name configured there, a path relative to the models volume, or a bare
+    file name in ``upscale_models/``."""
+
+    name: str = Field(min_length=1, max_length=200, description="The name clients send and see.")
+    upscaler: str = Field(
+        min_length=1, max_length=200, description="The operator's upscaler name or model file (spec.upscale)."
+    )
+    scale: int = Field(default=4, ge=1, le=8, description="The model's own scale (reported by /upscalers).")
+
+
+DEFAULT_UPSCALERS = [
+    UpscalerEntry(name="RealESRGAN 4x+", upscaler="RealESRGAN_x4plus.pth", scale=4),
+]
+"""The product's default upscaler, as the file the product itself uses."""
 
 
 class SdcppSettings(Strict):
@@ -89,6 +112,39 @@ class SdcppSettings(Strict):
         gt=0,
         description="How long a new download waits for the finished download it replaces to be gone.",
     )
+
+    upscalers: list[UpscalerEntry] = Field(
+        default_factory=lambda: list(DEFAULT_UPSCALERS),
+        description="Upscalers offered (/sdapi/v1/upscalers) and how each maps to the operator's.",
+    )
+    defaultUpscaler: str = Field(
+        default="RealESRGAN 4x+", description="Upscaler used when a request names none (the product's)."
+    )
+    inputsDir: str = Field(
+        default="sdcpp-studio/inputs",
+        pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$",
+        description="Where uploads are staged, relative to the outputs volume.",
+    )
+    maxUploadBytes: int = Field(
+        default=50 * 1024 * 1024, ge=1, description="Largest uploaded image (the product's 50 MB)."
+    )
+    maxUploadPixels: int = Field(
+        default=4096 * 4096, ge=1, description="Most pixels an uploaded image may have (decoded)."
+    )
+    maxRequestBytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1,
+        description="Largest request body of the image endpoints (a batch of base64 images included).",
+    )
+
+    logRingSize: int = Field(
+        default=1000, ge=1, le=100_000, description="Gateway log lines kept for GET /api/logs."
+    )
+
+    def upscaler(self, name: str) -> UpscalerEntry | None:
+        """The upscaler clients call ``name`` (the default when empty)."""
+        wanted = name.strip() or self.defaultUpscaler
+        return next((entry for entry in self.upscalers if entry.name == wanted), None)
 
     def model(self, model_id: str) -> CatalogModel | None:
         """The catalog entry ``model_id`` (also matched by name, path or A1111 title)."""

@@ -167,7 +167,7 @@ def _int(value: object, default: int = 0) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
-def _epoch_ms(value: object) -> int | None:
+def epoch_ms(value: object) -> int | None:
     if not isinstance(value, str) or not value:
         return None
     try:
@@ -322,8 +322,8 @@ def product_status(pull: JsonObject) -> JsonObject:
         "stderr": [],
         "files": files,
         "error": error_text(pull),
-        "createdAt": _epoch_ms(_dict(pull.get("metadata")).get("creationTimestamp")),
-        "completedAt": _epoch_ms(status.get("completedAt")) if finished else None,
+        "createdAt": epoch_ms(_dict(pull.get("metadata")).get("creationTimestamp")),
+        "completedAt": epoch_ms(status.get("completedAt")) if finished else None,
     }
 
 

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from kubepilot_api.constants import API_VERSION, LABEL_PREFIX, LABEL_PROFILE
-from kubepilot_gateway.profiles.sdcpp_studio.config import PROFILE_NAME, CatalogModel, Compat
+from kubepilot_gateway.profiles.sdcpp_studio.config import PROFILE_NAME, CatalogModel, Compat, SdcppSettings
 
 JsonObject = dict[str, Any]
 
@@ -120,8 +120,8 @@ def unknown_model(model_id: str, catalog: Iterable[CatalogModel]) -> BadRequest:
 class Generation:
     """A validated generation request, as both APIs produce it."""
 
-    kind: str  # generate / edit / variation / upscale
-    model: CatalogModel
+    kind: str  # generate / edit / variation / upscale (the product's job types)
+    model: CatalogModel | None  # None for an upscale (no diffusion model)
     prompt: str
     negative_prompt: str = ""
     width: int = 512
@@ -136,10 +136,28 @@ class Generation:
     source: str = "api"
     extra: Mapping[str, Any] | None = None
     """More request fields to keep in the annotation (the A1111 request's own)."""
+    strength: float = 0.75
+    image: str = ""
+    """The input image, relative to the outputs volume (staged by the gateway)."""
+    mask: str = ""
+    images: tuple[str, ...] = ()
+    """More input images (a batch upscale)."""
+    upscaler: str = ""
+    """The operator's upscaler (name or file) for an upscale."""
+    upscaler_name: str = ""
+    """The upscaler as the client named it."""
+    factor: float = 2.0
 
     @property
     def size(self) -> str:
         return f"{self.width}x{self.height}"
+
+    @property
+    def spec_type(self) -> str:
+        """The GenerationJob type: an edit with a mask is an inpaint, without one an img2img."""
+        if self.kind == "edit":
+            return "inpaint" if self.mask else "img2img"
+        return {"generate": "txt2img", "variation": "variation", "upscale": "upscale"}[self.kind]
 
 
 def generate_request(
@@ -192,33 +210,180 @@ def generate_request(
     )
 
 
+def _optional_text(body: Mapping[str, Any], name: str) -> str:
+    value = body.get(name) or ""
+    if not isinstance(value, str):
+        raise BadRequest(f"Invalid {name}", f"{name} must be a string")
+    return value
+
+
+def fitted_size(width: int, height: int) -> tuple[int, int]:
+    """An input image's size as a generation size: multiples of 8 within 64-4096."""
+
+    def fit(value: int) -> int:
+        return min(max(value - value % 8, 64), 4096)
+
+    return fit(width), fit(height)
+
+
+def image_request(
+    kind: str,
+    body: Mapping[str, Any],
+    image_size: tuple[int, int],
+    models: list[CatalogModel],
+    find: Any,
+    default: CatalogModel | None,
+    *,
+    default_steps: int = 20,
+) -> Generation:
+    """``/api/edit``, ``/api/variation`` and their queue forms (fields as strings from multipart, or
+    JSON values), checked as the product checks them; the staged images are set by the caller.
+
+    The document lists no ``model`` for these (the product requires one): a missing model is the
+    default model. ``size`` defaults to the input image's own size (fitted to multiples of 8), not
+    512x512: an edit keeps its picture's shape. ``strength`` (default 0.75) applies to both.
+    """
+    prompt = _optional_text(body, "prompt")
+    if kind == "edit" and not prompt:
+        raise BadRequest("Missing required field: prompt")
+    model_id = body.get("model")
+    if model_id:
+        model = find(str(model_id))
+        if model is None:
+            raise unknown_model(str(model_id), models)
+    elif default is not None:
+        model = default
+    else:
+        raise BadRequest("Missing required field: model")
+    width, height = parse_size(body["size"]) if body.get("size") else fitted_size(*image_size)
+    steps = body.get("sample_steps")
+    cfg = body.get("cfg_scale")
+    strength = body.get("strength")
+    return Generation(
+        kind=kind,
+        model=model,
+        prompt=prompt,
+        negative_prompt=_optional_text(body, "negative_prompt"),
+        width=width,
+        height=height,
+        n=as_int("n", body["n"], 1, MAX_N) if body.get("n") not in (None, "") else 1,
+        seed=as_seed(body.get("seed")),
+        steps=as_int("sample_steps", steps, 1, 500) if steps not in (None, "") else default_steps,
+        cfg_scale=as_float("cfg_scale", cfg, 0, 50) if cfg not in (None, "") else 7.0,
+        sampler=str(body.get("sampling_method") or ""),
+        strength=as_float("strength", strength, 0, 1) if strength not in (None, "") else 0.75,
+    )
+
+
+@dataclass(frozen=True)
+class UpscaleFields:
+    """Where an upscale request keeps its settings: the product's multipart names or A1111's JSON ones."""
+
+    upscaler: str
+    factor: str
+    width: str
+    height: str
+
+
+PRODUCT_UPSCALE = UpscaleFields("upscaler", "upscale_factor", "target_width", "target_height")
+A1111_UPSCALE = UpscaleFields("upscaler_1", "upscaling_resize", "upscaling_resize_w", "upscaling_resize_h")
+
+
+def upscale_request(
+    body: Mapping[str, Any],
+    image_size: tuple[int, int],
+    settings: SdcppSettings,
+    names: UpscaleFields = PRODUCT_UPSCALE,
+) -> Generation:
+    """An upscale (SD-09, SD-43, SD-44): the upscaler by the client's name (``settings.upscalers``)
+    and the factor: ``resize_mode`` 0 takes it as sent (default 2.0), 1 derives it from
+    ``target_width``/``target_height`` (both required) as the factor that covers the target; the
+    image keeps its aspect ratio (no crop). The factor must lie within 1-8 (the generator's range).
+    """
+    asked = str(body.get(names.upscaler) or "")
+    entry = settings.upscaler(asked)
+    if entry is None:
+        known = ", ".join(e.name for e in settings.upscalers)
+        raise BadRequest(
+            f"Upscaler not found: {asked or settings.defaultUpscaler}", f"Available upscalers: {known}"
+        )
+    mode = body.get("resize_mode")
+    resize_mode = as_int("resize_mode", mode, 0, 1) if mode not in (None, "") else 0
+    width, height = image_size
+    if resize_mode == 0:
+        raw = body.get(names.factor)
+        factor = as_float(names.factor, raw, 1, 8) if raw not in (None, "") else 2.0
+    else:
+        targets = []
+        for name in (names.width, names.height):
+            if body.get(name) in (None, ""):
+                raise BadRequest(f"Missing required field: {name}", "required when resize_mode is 1")
+            targets.append(as_int(name, body[name], 1, 8 * 4096))
+        factor = max(targets[0] / width, targets[1] / height)
+        if not 1 <= factor <= 8:
+            raise BadRequest(
+                "Invalid target size",
+                f"{targets[0]}x{targets[1]} from {width}x{height} needs a factor of {factor:.2f}; "
+                "upscaling goes from 1 to 8 times",
+            )
+    out_w, out_h = max(1, round(width * factor)), max(1, round(height * factor))
+    return Generation(
+        kind="upscale",
+        model=None,
+        prompt="",
+        width=out_w,
+        height=out_h,
+        upscaler=entry.upscaler,
+        upscaler_name=entry.name,
+        factor=factor,
+    )
+
+
 def new_job_id() -> str:
     return str(uuid.uuid4())
 
 
-def generation_job(job_id: str, request: Generation) -> JsonObject:
-    """The GenerationJob for ``request``, named ``job_id``."""
-    spec: JsonObject = {
-        "type": "txt2img",
-        "model": request.model.path,
-        "prompt": request.prompt,
-        "negativePrompt": request.negative_prompt,
-        "width": request.width,
-        "height": request.height,
-        "count": request.n,
-        "seed": request.seed,
-        "steps": request.steps,
-        "cfgScale": request.cfg_scale,
-        "sampler": request.sampler,
-    }
-    kept: JsonObject = {
-        "kind": request.kind,
-        "model": request.model.id,
-        "size": request.size,
-        "quality": request.quality,
-        "style": request.style,
-        "seed": request.seed if request.seed >= 0 else None,
-    }
+def generation_job(job_id: str, request: Generation, outputs_root: str = "") -> JsonObject:
+    """The GenerationJob for ``request``, named ``job_id``; ``outputs_root`` is the gateway's path of
+    the outputs volume (shown as the job's ``input_image_path``)."""
+    spec: JsonObject = {"type": request.spec_type}
+    kept: JsonObject = {"kind": request.kind, "size": request.size}
+    if request.kind == "upscale":
+        spec.update(upscale={"upscaler": request.upscaler, "factor": request.factor})
+        kept.update(upscaler=request.upscaler_name or request.upscaler, factor=request.factor)
+    else:
+        assert request.model is not None
+        spec.update(
+            model=request.model.path,
+            prompt=request.prompt,
+            negativePrompt=request.negative_prompt,
+            width=request.width,
+            height=request.height,
+            count=request.n,
+            seed=request.seed,
+            steps=request.steps,
+            cfgScale=request.cfg_scale,
+            sampler=request.sampler,
+        )
+        kept.update(
+            model=request.model.id,
+            quality=request.quality,
+            style=request.style,
+            seed=request.seed if request.seed >= 0 else None,
+        )
+        if request.image:
+            spec["strength"] = request.strength
+            kept["strength"] = request.strength
+    if request.image:
+        inputs: JsonObject = {"image": request.image}
+        if request.mask:
+            inputs["mask"] = request.mask
+        if request.images:
+            inputs["images"] = list(request.images)
+        spec["inputs"] = inputs
+        kept["input_image_path"] = (
+            f"{outputs_root.rstrip('/')}/{request.image}" if outputs_root else request.image
+        )
     if request.extra:
         kept["extra"] = dict(request.extra)
     return {
@@ -231,6 +396,13 @@ def generation_job(job_id: str, request: Generation) -> JsonObject:
         },
         "spec": spec,
     }
+
+
+def input_paths(cr: JsonObject) -> list[str]:
+    """The job's input images (relative to the outputs volume), as its spec names them."""
+    inputs = (cr.get("spec") or {}).get("inputs") or {}
+    found = [inputs.get("image"), inputs.get("mask"), *(inputs.get("images") or [])]
+    return [str(path) for path in found if path]
 
 
 # -- answers -------------------------------------------------------------------------------------
@@ -325,7 +497,7 @@ def job_object(cr: JsonObject, compat: Compat) -> JsonObject:
         **_base(cr, compat),
         "quality": kept.get("quality"),
         "style": kept.get("style"),
-        "input_image_path": None,
+        "input_image_path": kept.get("input_image_path"),
         "status": job_status(cr),
         "progress": progress_fraction(cr),
         "error": error_text(cr),

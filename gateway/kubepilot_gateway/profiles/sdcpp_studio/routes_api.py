@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from kubepilot_gateway.profiles.sdcpp_studio import jobs as tr
+from kubepilot_gateway.profiles.sdcpp_studio import logs as lg
 from kubepilot_gateway.profiles.sdcpp_studio.runtime import Runtime
 
 JsonObject = dict[str, Any]
@@ -189,9 +190,19 @@ def create_router(runtime: Runtime) -> APIRouter:
         return tr.generation_detail(cr, compat, str(runtime.outputs_root))
 
     @router.get("/api/generations/{generation_id}/logs")
-    async def generation_logs(generation_id: str) -> JsonObject:
-        """SD-34: the job's story as the operator recorded it (its conditions)."""
-        return tr.generation_logs(runtime.require(generation_id, "Generation"))
+    async def generation_logs(generation_id: str, request: Request) -> JsonObject:
+        """SD-34: the job's story as the operator recorded it (its conditions); ``limit`` (the
+        product's, default 50) keeps the newest lines."""
+        limit = query_int(request, "limit", 50, 1, 10_000)
+        answer = tr.generation_logs(runtime.require(generation_id, "Generation"))
+        return {"logs": answer["logs"][-limit:]}
+
+    @router.get("/api/logs")
+    @router.get("/api/api/logs")  # the seed writes this path with the prefix; both answer
+    async def application_logs(request: Request) -> JsonObject:
+        """SD-33: the application log (see :mod:`.logs`); ``limit`` (default 100) newest lines."""
+        limit = query_int(request, "limit", 100, 1, 100_000)
+        return lg.application_log(runtime.logs, runtime.all(), limit)
 
     @router.get("/api/generations/{generation_id}/images")
     async def generation_images(generation_id: str) -> list[JsonObject]:

@@ -7,7 +7,8 @@ The download routes are declared before ``/api/models/{model_id}…`` (``downloa
 otherwise match ``{model_id}/status``-style routes), and ``download``, ``running`` and
 ``downloaded`` are reserved model ids.
 
-Start and stop (ServiceInstances) are not in this increment.
+Start and stop are ServiceInstances (see :mod:`.services`); a model's status and ``running`` are
+read from its ServiceInstance in the cache.
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.exceptions import HTTPException
 
-from kubepilot_gateway.kube import resource_for
 from kubepilot_gateway.profiles.sdcpp_studio import catalog as cat
 from kubepilot_gateway.profiles.sdcpp_studio import downloads as dl
+from kubepilot_gateway.profiles.sdcpp_studio import services as svc
 from kubepilot_gateway.profiles.sdcpp_studio.config import CatalogModel
 from kubepilot_gateway.profiles.sdcpp_studio.runtime import Runtime
 
 JsonObject = dict[str, Any]
-SERVICE_INSTANCES = resource_for("ServiceInstance")
 
 
 def probe(root: Path, names: list[str]) -> dict[str, bool]:
@@ -47,10 +47,8 @@ def create_router(runtime: Runtime) -> APIRouter:
     settings = runtime.settings
     models_root = runtime.ctx.settings.volumes.models
 
-    def service_of(entry: CatalogModel) -> JsonObject | None:
-        labels = {cat.LABEL_MODEL: entry.id}
-        found = runtime.ctx.cache.list(SERVICE_INSTANCES, runtime.namespace, labels=labels)
-        return found[0] if found else None
+    services = svc.Services(runtime.ctx)
+    service_of = services.of
 
     async def found_files(entry: CatalogModel) -> dict[str, bool]:
         return await asyncio.to_thread(probe, Path(models_root), cat.files_of(entry))
@@ -97,7 +95,9 @@ def create_router(runtime: Runtime) -> APIRouter:
         if not isinstance(model_id, str) or not model_id.strip():
             raise HTTPException(status_code=400, detail="Missing required field: modelId")
         entry = entry_or_404(model_id)
-        return started(entry, await downloads.start(entry, files_present))
+        pull = await downloads.start(entry, files_present)
+        runtime.logs.add("info", "modelDownloader", f"Download {dl.download_id(pull)} of {entry.id}")
+        return started(entry, pull)
 
     @router.get("/api/models/download/{download_id}")
     async def download_status(download_id: str) -> JsonObject:
@@ -109,6 +109,7 @@ def create_router(runtime: Runtime) -> APIRouter:
     async def cancel_download(download_id: str) -> JsonObject:
         """SD-31: cancel a running download."""
         pull = await downloads.cancel(downloads.require(download_id), settings.compat)
+        runtime.logs.add("info", "modelDownloader", f"Download {download_id} cancelled")
         if not product:
             return {"success": True}
         return {
@@ -124,7 +125,9 @@ def create_router(runtime: Runtime) -> APIRouter:
         async def download_model(model_id: str) -> JsonObject:
             """The product's own download route (its web UI calls it)."""
             entry = entry_or_404(model_id)
-            return started(entry, await downloads.start(entry, files_present))
+            pull = await downloads.start(entry, files_present)
+            runtime.logs.add("info", "modelDownloader", f"Download {dl.download_id(pull)} of {entry.id}")
+            return started(entry, pull)
 
     @router.get("/api/models")
     async def models() -> JsonObject:
@@ -132,15 +135,35 @@ def create_router(runtime: Runtime) -> APIRouter:
         return {"models": [await model_object(entry) for entry in settings.models]}
 
     @router.get("/api/models/running")
-    async def running() -> list[JsonObject]:
-        """SD-23: a bare array of the models whose service runs."""
+    async def running() -> Any:
+        """SD-23: the models whose service runs: a bare array (document), or the product's
+        ``{count, models: [{id, name, pid, port, execMode, startedAt, api}]}``."""
         answer = []
         for entry in settings.models:
-            if cat.model_status(service_of(entry)) == "running":
+            service = service_of(entry)
+            if cat.model_status(service) != "running":
+                continue
+            if product:
+                conditions = ((service or {}).get("status") or {}).get("conditions") or []
+                since = next(
+                    (c.get("lastTransitionTime") for c in conditions if c.get("type") == "Available"), None
+                )
+                answer.append(
+                    {
+                        "id": entry.id,
+                        "name": entry.display_name,
+                        "pid": None,
+                        "port": entry.port,
+                        "execMode": entry.exec_mode,
+                        "startedAt": dl.epoch_ms(since),
+                        "api": None,
+                    }
+                )
+            else:
                 answer.append(
                     {"id": entry.id, "name": entry.display_name, "port": entry.port, "status": "running"}
                 )
-        return answer
+        return {"count": len(answer), "models": answer} if product else answer
 
     @router.get("/api/models/downloaded")
     async def downloaded() -> JsonObject:
@@ -164,6 +187,37 @@ def create_router(runtime: Runtime) -> APIRouter:
         """SD-26."""
         entry = entry_or_404(model_id)
         return {"id": entry.id, "status": cat.model_status(service_of(entry)), "port": entry.port}
+
+    @router.post("/api/models/{model_id}/start")
+    async def start(model_id: str) -> JsonObject:
+        """SD-27: the model's ServiceInstance, running."""
+        entry = entry_or_404(model_id)
+        started = await services.start(entry)
+        runtime.logs.add("info", "modelManager", f"Model {entry.id} starting ({started['metadata']['name']})")
+        if product:
+            return {
+                "success": True,
+                "modelId": entry.id,
+                "status": "starting",
+                "pid": None,
+                "message": f"Model {entry.id} is starting",
+            }
+        return {"success": True, "status": "starting", "port": entry.port}
+
+    @router.post("/api/models/{model_id}/stop")
+    async def stop(model_id: str) -> JsonObject:
+        """SD-28: the model's ServiceInstance scaled to zero (``running: false``)."""
+        entry = entry_or_404(model_id)
+        stopped = await services.stop(entry)
+        runtime.logs.add("info", "modelManager", f"Model {entry.id} stopping ({stopped['metadata']['name']})")
+        if product:
+            return {
+                "success": True,
+                "modelId": entry.id,
+                "status": "stopped",
+                "message": f"Model {entry.id} has been stopped",
+            }
+        return {"success": True, "status": "stopped"}
 
     @router.get("/api/models/{model_id}/files/status")
     async def files_status(model_id: str) -> JsonObject:

@@ -1,5 +1,7 @@
 """The WebSocket at ``/ws``: ``subscribe`` / ``unsubscribe`` one ``channel`` per message; the
-queue and generations events come from the event bus (the watch), never from polling.
+queue and generations events (GenerationJobs) and the models channel's ``model_status_changed``
+(the models' ServiceInstances, :mod:`.services`) come from the event bus (the watch), never from
+polling.
 
 Product mode also sends the product's ``connected`` greeting and ``subscribed`` acknowledgements;
 both modes answer ``{"type": "ping"}`` with ``pong`` (a client can use it to know its earlier
@@ -18,6 +20,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from kubepilot_gateway.bus import ResourceEvent
 from kubepilot_gateway.profiles.sdcpp_studio import events as ev
+from kubepilot_gateway.profiles.sdcpp_studio import services as svc
 from kubepilot_gateway.profiles.sdcpp_studio.runtime import GENERATION_JOBS, Runtime
 
 JsonObject = dict[str, Any]
@@ -39,11 +42,26 @@ def create_router(runtime: Runtime) -> APIRouter:
                 "timestamp": int(time.time() * 1000),
             }
             await websocket.send_json(greeting)
-        subscription = runtime.ctx.bus.subscribe(kinds=[GENERATION_JOBS.kind], namespace=runtime.namespace)
+        kinds = [GENERATION_JOBS.kind, svc.SERVICE_INSTANCES.kind]
+        subscription = runtime.ctx.bus.subscribe(kinds=kinds, namespace=runtime.namespace)
+
+        def port_of(model_id: str) -> int | None:
+            entry = runtime.settings.model(model_id)
+            return entry.port if entry is not None else None
 
         async def pump() -> None:
             async for item in subscription:
-                if not isinstance(item, ResourceEvent) or item.type == "DELETED":
+                if not isinstance(item, ResourceEvent):
+                    continue
+                if item.kind == svc.SERVICE_INSTANCES.kind:
+                    new = None if item.type == "DELETED" else item.object
+                    old = item.object if item.type == "DELETED" else item.old
+                    model_id = svc.model_id_of(item.object)
+                    message = svc.status_event(old, new, compat, port_of(model_id))
+                    if message is not None and "models" in channels:
+                        await websocket.send_json(message)
+                    continue
+                if item.type == "DELETED":
                     continue
                 for channel, payload in ev.job_messages(item.old, item.object, compat):
                     if channel in channels:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,8 @@ from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.kube import CONFIGMAPS, AlreadyExists, NotFound, resource_for
 from kubepilot_gateway.profiles.sdcpp_studio import jobs as tr
 from kubepilot_gateway.profiles.sdcpp_studio.config import SdcppSettings
+from kubepilot_gateway.profiles.sdcpp_studio.logs import LogRing
+from kubepilot_gateway.profiles.sdcpp_studio.uploads import CheckedImage, Limits, Stager
 
 JsonObject = dict[str, Any]
 GENERATION_JOBS = resource_for("GenerationJob")
@@ -33,6 +37,9 @@ class Runtime:
         self.settings = settings
         self.namespace = ctx.settings.namespace
         self.outputs_root = Path(ctx.settings.volumes.outputs)
+        self.stager = Stager(self.outputs_root, settings.inputsDir)
+        self.logs = LogRing(settings.logRingSize)
+        self.limits = Limits(settings.maxUploadBytes, settings.maxUploadPixels, settings.maxRequestBytes)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -54,14 +61,39 @@ class Runtime:
 
     # -- writes --------------------------------------------------------------------------------
 
-    async def submit(self, request: tr.Generation) -> JsonObject:
+    async def submit(
+        self, request: tr.Generation, images: Sequence[CheckedImage] = (), mask: CheckedImage | None = None
+    ) -> JsonObject:
+        """Create the job for ``request``; ``images`` (the first is ``inputs.image``, the rest
+        ``inputs.images``) and ``mask`` are staged in the inputs area first, and removed again when
+        the job cannot be created."""
         job_id = tr.new_job_id()
-        return await self.ctx.store.create(GENERATION_JOBS, tr.generation_job(job_id, request))
+        staged: list[str] = []
+        try:
+            for image in images:
+                staged.append(await self.stager.stage(image))
+            mask_path = await self.stager.stage(mask, "-mask") if mask is not None else ""
+            if mask_path:
+                staged.append(mask_path)
+            if images:
+                request = replace(
+                    request, image=staged[0], images=tuple(staged[1 : len(images)]), mask=mask_path
+                )
+            body = tr.generation_job(job_id, request, str(self.outputs_root))
+            created = await self.ctx.store.create(GENERATION_JOBS, body)
+        except BaseException:
+            await asyncio.to_thread(self.stager.remove, staged)
+            raise
+        what = request.model.id if request.model is not None else request.upscaler_name
+        self.logs.add("info", "queueProcessor", f"Job {job_id} queued: {request.kind} ({what})")
+        return created
 
     async def cancel(self, cr: JsonObject, reason: str = "UserCancelled") -> JsonObject:
         name = str(cr["metadata"]["name"])
         patch = {"spec": {"cancel": True, "cancelReason": reason}}
-        return await self.ctx.store.patch(GENERATION_JOBS, name, patch)
+        patched = await self.ctx.store.patch(GENERATION_JOBS, name, patch)
+        self.logs.add("info", "queueProcessor", f"Job {name} cancelled ({reason})")
+        return patched
 
     async def wait_terminal(self, name: str, within: float) -> JsonObject | None:
         """The job once it is Completed, Failed or Cancelled (None when it was deleted);
@@ -112,9 +144,14 @@ class Runtime:
         return removed
 
     async def delete(self, cr: JsonObject, *, files: bool) -> int:
-        """Delete the job (its images too when ``files``); the number of images removed."""
+        """Delete the job (its images too when ``files``; its staged inputs always: nothing else
+        refers to them); the number of images removed."""
         removed = await asyncio.to_thread(self.delete_files, cr) if files else 0
         await self.ctx.store.delete(GENERATION_JOBS, str(cr["metadata"]["name"]), missing_ok=True)
+        await asyncio.to_thread(self.stager.remove, tr.input_paths(cr))
+        self.logs.add(
+            "info", "generations", f"Generation {cr['metadata']['name']} deleted ({removed} image files)"
+        )
         return removed
 
     async def image_bytes(self, output: JsonObject) -> bytes | None:
