@@ -40,6 +40,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="a copy of ControlPilot's web UI folder (LoRA Pilot's static files) to serve at its root",
     )
     parser.add_argument(
+        "--no-demo-models",
+        action="store_true",
+        help="do not build the tiny random-weight demo models (a tiny Stable Diffusion and a 4x "
+        "upscaler) the image profiles use by default",
+    )
+    parser.add_argument(
         "--no-native",
         action="store_true",
         help="profiles only under /p/<profile>",
@@ -78,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hf_endpoint=args.hf_endpoint,
         native=not args.no_native,
         controlpilot_ui=str(args.controlpilot_ui.resolve()) if args.controlpilot_ui else "",
+        demo_models=not args.no_demo_models,
     )
     stop = threading.Event()
 

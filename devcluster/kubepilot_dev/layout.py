@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from kubepilot_dev import demo
+
 VOLUMES = ("models", "datasets", "outputs")
 
 
@@ -55,7 +57,9 @@ class Layout:
             folder.mkdir(parents=True, exist_ok=True)
 
 
-def operator_settings(layout: Layout, ports: Ports, host: str, hf_endpoint: str) -> dict[str, Any]:
+def operator_settings(
+    layout: Layout, ports: Ports, host: str, hf_endpoint: str, *, demo_models: bool = False
+) -> dict[str, Any]:
     """The operator on this machine: volumes are host folders mounted at the same path (the
     devcluster runs pods as local processes), the intake on loopback."""
 
@@ -74,6 +78,8 @@ def operator_settings(layout: Layout, ports: Ports, host: str, hf_endpoint: str)
     }
     if hf_endpoint:
         settings["huggingFaceEndpoint"] = hf_endpoint
+    if demo_models:
+        settings.update(demo.operator_settings())
     return settings
 
 
@@ -86,9 +92,15 @@ def node_agent_config(layout: Layout, ports: Ports, host: str) -> dict[str, Any]
 
 
 def gateway_settings(
-    layout: Layout, ports: Ports, host: str, *, native: bool = True, controlpilot_ui: str = ""
+    layout: Layout,
+    ports: Ports,
+    host: str,
+    *,
+    native: bool = True,
+    controlpilot_ui: str = "",
+    demo_models: bool = False,
 ) -> dict[str, Any]:
-    return {
+    settings: dict[str, Any] = {
         "namespace": "default",
         "operatorNamespace": "default",
         "volumes": {name: str(layout.volume(name)) for name in VOLUMES},
@@ -102,6 +114,9 @@ def gateway_settings(
         },
         "listeners": {"host": host, "combinedPort": ports.gateway, "native": native},
     }
+    if demo_models:
+        settings["profileSettings"].update(demo.profile_settings())
+    return settings
 
 
 def write_yaml(path: Path, document: dict[str, Any]) -> Path:

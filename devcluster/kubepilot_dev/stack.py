@@ -20,6 +20,7 @@ from kubernetes import client, config
 from kubepilot_api.constants import GROUP, VERSION
 from kubepilot_api.crdgen import crd_manifest
 from kubepilot_api.registry import KINDS
+from kubepilot_dev import demo
 from kubepilot_dev.children import Child, ChildFailed
 from kubepilot_dev.layout import (
     Layout,
@@ -61,9 +62,11 @@ class Stack:
     host: str = "127.0.0.1"
     hf_endpoint: str = ""
     native: bool = True
+    """Each profile also on its own port (ControlPilot 7878, ...); off: only the combined port."""
     controlpilot_ui: str = ""
     """A copy of ControlPilot's static web UI folder to serve at its root; empty: the API only."""
-    """Each profile also on its own port (ControlPilot 7878, ...); off: only the combined port."""
+    demo_models: bool = True
+    """Build the tiny demo models (``demo``) and point the operator and the image profiles at them."""
     children: list[Child] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
 
@@ -80,6 +83,8 @@ class Stack:
         """Bring every component up; raises ``ChildFailed`` (after stopping what started)."""
         self.layout.create()
         try:
+            if self.demo_models:
+                demo.build(self.layout.volume("models"), self.layout.logs / "demo-models.log")
             self._start_cluster()
             self._apply_crds()
             self._start_operator()
@@ -142,7 +147,9 @@ class Stack:
     def _start_operator(self) -> None:
         settings = write_yaml(
             self.layout.settings / "operator.yaml",
-            operator_settings(self.layout, self.ports, self.host, self.hf_endpoint),
+            operator_settings(
+                self.layout, self.ports, self.host, self.hf_endpoint, demo_models=self.demo_models
+            ),
         )
         operator = self._start("operator", ["operator", "--settings", str(settings)])
         health = f"http://{self.host}:{self.ports.intake}/healthz"
@@ -162,7 +169,12 @@ class Stack:
         settings = write_yaml(
             self.layout.settings / "gateway.yaml",
             gateway_settings(
-                self.layout, self.ports, self.host, native=self.native, controlpilot_ui=self.controlpilot_ui
+                self.layout,
+                self.ports,
+                self.host,
+                native=self.native,
+                controlpilot_ui=self.controlpilot_ui,
+                demo_models=self.demo_models,
             ),
         )
         gateway = self._start("gateway", ["gateway", "--settings", str(settings)])

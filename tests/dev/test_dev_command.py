@@ -6,6 +6,8 @@ the gateway; the test drives the gateway over HTTP and the cluster with kubectl,
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import signal
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from PIL import Image
 
 START_TIMEOUT_SECONDS = 150
 
@@ -66,6 +69,13 @@ class DevRun:
         url = f"http://127.0.0.1:{self.ports['gateway-port']}{path}"
         request = urllib.request.Request(url, method=method)
         with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def post_json(self, path: str, body: dict[str, Any], timeout: float = 180) -> Any:
+        url = f"http://127.0.0.1:{self.ports['gateway-port']}{path}"
+        data = json.dumps(body).encode()
+        request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())
 
     def page(self, path: str) -> str:
@@ -131,6 +141,20 @@ def test_one_command_starts_the_stack_stops_it_cleanly_and_keeps_its_state(tmp_p
         assert started == {"status": "ok"}
         assert first.page("/p/controlpilot/") == "<html>LoRA Pilot portal</html>", "the product's UI"
         assert (data_dir / "volumes" / "models").is_dir()
+        # The demo models answer an A1111 client at once: a real PNG of the asked size.
+        answer = first.post_json(
+            "/p/sdcpp-studio/sdapi/v1/txt2img",
+            {"prompt": "a cat", "width": 64, "height": 96, "steps": 2, "seed": 7},
+        )
+        with Image.open(io.BytesIO(base64.b64decode(answer["images"][0]))) as image:
+            assert (image.format, image.size) == ("PNG", (64, 96))
+        assert json.loads(answer["info"])["seed"] == 7
+        upscaled = first.post_json(
+            "/p/sdcpp-studio/sdapi/v1/extra-single-image",
+            {"image": answer["images"][0], "upscaling_resize": 2, "upscaler_1": "Tiny 4x"},
+        )
+        with Image.open(io.BytesIO(base64.b64decode(upscaled["image"]))) as image:
+            assert image.size == (128, 192)
     assert first.process.returncode == 0, "\n".join(first.lines[-40:])
     assert "kubepilot dev: stopped" in first.lines
     assert stack_processes(data_dir) == [], "nothing of the stack may outlive Ctrl-C"
