@@ -103,7 +103,11 @@ def ctx(kube: KubeClient, cache: ClusterCache, store: CrStore, namespace: str, v
     settings = Settings(
         namespace=namespace,
         volumes=volumes,
-        profileSettings={"onetrainer": {"training": {"gpuCount": 0, "runEnv": {"ONETRAINER_DIR": "/ot"}}}},
+        profileSettings={
+            "onetrainer": {
+                "training": {"backend": "onetrainer", "gpuCount": 0, "runEnv": {"ONETRAINER_DIR": "/ot"}}
+            }
+        },
     )
     return GatewayContext(settings=settings, client=kube, cache=cache, store=store, bus=cache.bus)
 

@@ -43,7 +43,9 @@ def ctx(
 ) -> GatewayContext:
     volumes = Volumes(**{name: str(path) for name, path in vols.items()})
     settings = Settings(
-        namespace=namespace, volumes=volumes, profileSettings={"onetrainer": {"training": {"gpuCount": 0}}}
+        namespace=namespace,
+        volumes=volumes,
+        profileSettings={"onetrainer": {"training": {"backend": "onetrainer", "gpuCount": 0}}},
     )
     return GatewayContext(settings=settings, client=kube, cache=cache, store=store, bus=cache.bus)
 

@@ -7,11 +7,16 @@ Everything is real except OneTrainer itself, which needs a GPU and is not on PyP
 ``runEnv`` setting (as an admin sets ``ONETRAINER_DIR`` for the image) points the adapter at the
 workers' stand-in checkout (``tests/workers/fixtures/onetrainer/fake_root``), whose
 ``GenericTrainer`` replays OneTrainer's recorded output and obeys ``TrainCommands`` between steps.
+
+The second test runs a session with ``backend: builtin`` (the dev stack's and CI's case: no
+OneTrainer image): the config's LoRA settings train for real on the built-in trainer, on the
+tiny Stable Diffusion model on the CPU, with nothing standing in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import sys
@@ -30,7 +35,8 @@ from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.kube import ClusterCache, CrStore, KubeClient, resource_for
 from kubepilot_gateway.profiles.onetrainer import create_app
 from tests.gateway.conftest import stack_settings
-from tests.operator.harness import OperatorProcess, Storage
+from tests.operator.harness import TINY_MODEL, OperatorProcess, Storage
+from tests.workers._trainer_tiny import make_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +51,7 @@ def ctx(
     kube: KubeClient, cache: ClusterCache, store: CrStore, namespace: str, storage: Storage
 ) -> GatewayContext:
     training = {
+        "backend": "onetrainer",
         "gpuCount": 0,
         "runEnv": {
             "ONETRAINER_DIR": str(FIXTURES / "fake_root"),
@@ -58,8 +65,8 @@ def ctx(
     return GatewayContext(settings=settings, client=kube, cache=cache, store=store, bus=cache.bus)
 
 
-@pytest.fixture
-async def base_url(ctx: GatewayContext) -> AsyncIterator[str]:
+@contextlib.asynccontextmanager
+async def serving(ctx: GatewayContext) -> AsyncIterator[str]:
     """The profile on a real uvicorn (the WebSocket needs one): host and port."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -69,10 +76,18 @@ async def base_url(ctx: GatewayContext) -> AsyncIterator[str]:
         if task.done():
             task.result()
         await asyncio.sleep(0.01)
-    yield f"127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    await asyncio.wait_for(task, 10)
-    sock.close()
+    try:
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+        sock.close()
+
+
+@pytest.fixture
+async def base_url(ctx: GatewayContext) -> AsyncIterator[str]:
+    async with serving(ctx) as url:
+        yield url
 
 
 async def wait_run(
@@ -106,11 +121,15 @@ def done(*names: str) -> Callable[[JsonObject], bool]:
 
 
 async def next_state(
-    ws: Any, check: Callable[[JsonObject], bool], what: str, others: list[JsonObject] | None = None
+    ws: Any,
+    check: Callable[[JsonObject], bool],
+    what: str,
+    others: list[JsonObject] | None = None,
+    within: float = 60,
 ) -> list[JsonObject]:
     """``training_state`` messages until one's data passes ``check`` (``sample_*`` ones go to ``others``)."""
     seen: list[JsonObject] = []
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + within
     while not seen or not check(seen[-1]):
         left = deadline - time.monotonic()
         assert left > 0, f"no training_state with {what}; got {seen[-3:]}"
@@ -220,3 +239,87 @@ async def test_a_session_trains_reports_over_the_websocket_takes_save_and_sample
         await wait_run(ctx, SECOND, lambda r: status(r).get("phase") == "Running", "the second run Running")
         assert (await http.post("/api/training/stop")).status_code == 200
         await wait_run(ctx, SECOND, lambda r: status(r).get("phase") == "Stopped", "the second run Stopped")
+
+
+@pytest.fixture
+def builtin_ctx(
+    kube: KubeClient, cache: ClusterCache, store: CrStore, namespace: str, storage: Storage
+) -> GatewayContext:
+    training = {"backend": "builtin", "gpuCount": 0}
+    settings = stack_settings(namespace, storage, profileSettings={"onetrainer": {"training": training}})
+    return GatewayContext(settings=settings, client=kube, cache=cache, store=store, bus=cache.bus)
+
+
+async def test_a_config_trains_on_the_built_in_trainer_reports_takes_actions_and_stops(
+    operator: OperatorProcess, builtin_ctx: GatewayContext, storage: Storage, tiny_sd: Path
+) -> None:
+    ctx = builtin_ctx
+    tag = uuid.uuid4().hex[:8]
+    make_dataset(storage.datasets / f"ot-pets-{tag}", {"2_cat": [(64, 64), (64, 64)]})
+    config = {
+        "model_type": "STABLE_DIFFUSION_15",
+        "training_method": "LORA",
+        "base_model_name": TINY_MODEL,
+        "concepts": [{"name": "cat", "path": str(storage.datasets / f"ot-pets-{tag}" / "2_cat")}],
+        "epochs": 5000,
+        "batch_size": 1,
+        "resolution": "64",
+        "lora_rank": 4,
+        "lora_alpha": 4,
+        "train_dtype": "FLOAT_32",
+        "samples": [{"prompt": "a cat"}],
+        "optimizer": {"optimizer": "ADAMW"},
+        "output_model_destination": f"ot-builtin-{tag}.safetensors",
+    }
+    async with (
+        serving(ctx) as base_url,
+        httpx.AsyncClient(base_url=f"http://{base_url}") as http,
+        websockets.connect(f"ws://{base_url}/ws") as ws,
+    ):
+        assert json.loads(await ws.recv())["type"] == "connected"
+        started = await http.post("/api/training/start", json={"config_dict": config})
+        assert started.json() == {"success": True, "message": "Training started"}
+        run = ctx.cache.get(TR, FIRST, ctx.store.namespace)
+        assert run is not None and run["spec"]["trainer"] == "kubepilot-lora"
+        assert run["metadata"]["annotations"]["kubepilot.io/onetrainer-backend"] == "builtin"
+
+        def stepping(data: JsonObject) -> bool:
+            return ((data.get("progress") or {}).get("global_step") or 0) >= 3
+
+        states = await next_state(ws, stepping, "global step 3 on the built-in trainer", [], within=120)
+        # One concept folder of 2 images, batch 1: 2 steps an epoch, 5000 epochs.
+        assert (states[-1]["max_step"], states[-1]["max_epoch"]) == (10000, 5000)
+        progress = states[-1]["progress"]
+        assert progress["epoch"] == progress["global_step"] // 2
+        assert progress["epoch_step"] == progress["global_step"] % 2 == progress["epoch_sample"]
+
+        assert (await http.post("/api/training/save")).json()["message"] == "Save command sent"
+        assert (await http.post("/api/training/backup")).json()["message"] == "Backup command sent"
+        custom = {"prompt": "a red car", "seed": 3, "steps": 2, "width": 64, "height": 64}
+        sample = await http.post("/api/samples/custom", json=custom)
+        assert sample.json()["message"] == "Custom sample generation requested"
+        run = await wait_run(ctx, FIRST, done("save", "backup", "sample"), "save, backup, sample", 120)
+        actions = status(run)["actions"]
+        assert actions["save"]["message"].startswith("checkpoint at step"), actions
+        assert actions["sample"]["message"].startswith("1 sample(s)"), actions
+        output = storage.outputs / f"ot-builtin-{tag}"
+        assert any(output.glob("checkpoints/step-*/*.safetensors")) and any(output.glob("backups/step-*"))
+        listed = (await http.get("/api/samples/list")).json()["samples"]
+        assert [s["metadata"]["prompt"] for s in listed] == ["a red car"]
+        metadata = listed[0]["metadata"]
+        assert metadata["kind"] == "custom" and (metadata["steps"], metadata["seed"], metadata["width"]) == (
+            2,
+            3,
+            64,
+        )
+
+        assert (await http.post("/api/training/stop")).json()["message"] == "Stop command sent"
+        pushed: list[JsonObject] = []
+        states = await next_state(ws, lambda d: d["is_training"] is False, "the session over", pushed, 120)
+        assert {"type": "sample_custom", "data": {"sample_count": 1}} in pushed, pushed
+        assert states[-1]["status"] == "idle" and states[-1]["error"] is None
+        await wait_run(ctx, FIRST, lambda r: status(r).get("phase") == "Stopped", "Stopped", 120)
+        after = (await http.get("/api/training/status")).json()
+        assert (after["is_training"], after["status"]) == (False, "idle")
+        refused = await http.post("/api/training/save")
+        assert (refused.status_code, refused.json()) == (400, {"detail": "No training in progress"})

@@ -1,18 +1,99 @@
 """The OneTrainer Web UI profile (native port 8000): training sessions on kubepilot's TrainingRuns.
 
-First increment (issue 11). Served: training status / start / stop / backup / save / progress
+Issue 11. Served: training status / start / stop / backup / save / progress
 (OT-01 … OT-06), configs current / list / load / validate / schema / defaults (OT-07 … OT-12),
 default and custom sample requests and the sample listing (OT-13 … OT-17) and the WebSocket ``/ws``
 (``connected``, ``pong``, ``training_state``, ``sample_*``), and system info / resources /
 processes (OT-18 … OT-20) from the node agents and the session's trainer pod (``system``; PyTorch
-allocator and per-process figures are null: nothing measures them inside the pod yet). Not yet:
-running a config's LoRA settings on the
-built-in trainer where no OneTrainer image exists (today a session always runs the OneTrainer
-adapter, so the dev stack needs a OneTrainer checkout or the tests' stand-in).
+allocator and per-process figures are null: nothing measures them inside the pod yet). A session
+runs on OneTrainer itself (its image, through the adapter) or, where that image is not available,
+on kubepilot's built-in LoRA trainer (``builtin``; the table below).
+
+**Which trainer runs a session** (``profileSettings.onetrainer.training``): ``backend`` is
+``onetrainer``, ``builtin`` or ``auto`` (the default); ``auto`` means ``onetrainer`` when
+``onetrainerImageAvailable`` is true and ``builtin`` otherwise. The gateway cannot see which
+images a cluster can pull (the image is the operator's ``images.onetrainer`` setting, and the
+devcluster "runs" every ``kubepilot/*`` image as a local process, OneTrainer or not), so an admin
+whose cluster has the OneTrainer image says so with that setting; the dev stack and CI leave it
+false and train on the built-in trainer. The choice is made at each start and recorded on the run:
+``spec.trainer`` (``onetrainer`` or ``kubepilot-lora``), the label ``kubepilot.io/trainer`` and the
+annotation ``kubepilot.io/onetrainer-backend`` (``onetrainer`` / ``builtin``). Status, progress,
+the WebSocket, actions and samples read either kind of run the same way.
+
+**A OneTrainer config on the built-in trainer** (``builtin``): the run is ``trainer:
+kubepilot-lora`` with these ``spec`` fields; the config itself is kept in ``spec.tool.config``
+(``/api/config/current`` shows it; the built-in trainer does not read it). Every key is mapped,
+checked, replaced, or named in a warning: the warnings are the run's annotation
+``kubepilot.io/onetrainer-warnings`` (a JSON list) and are added to ``/api/config/validate``'s
+``warnings``; what cannot be trained is a 400 at start (and ``valid: false`` on validate). An
+absent key takes ``/api/config/defaults``' value where the table names a default.
+
+| OneTrainer key (default) | TrainingRun field | Rule |
+|---|---|---|
+| `base_model_name` | `spec.baseModel.path` / `.modelPullRef.name` | (1) |
+| `model_type` (`STABLE_DIFFUSION_15`) | checked | `STABLE_DIFFUSION_15`, `_20`, `_21`; others 400 |
+| `training_method` | checked | `LORA`; absent: LORA + warning; others 400 |
+| `concepts[].path` (enabled ones) | `spec.dataset.path` | (2) |
+| `concepts[].balancing` | the folder's `N_` prefix | (3) |
+| `concepts[].text.prompt_source` | `spec.dataset.captionExtension` `.txt` | `sample`; others: warning |
+| other concept keys | - | warning (augmentations are not applied) |
+| `epochs` (10) | `spec.hyperparameters.maxSteps` | (4) |
+| `batch_size` (1) | `hyperparameters.batchSize` | |
+| `gradient_accumulation_steps` (1) | `hyperparameters.gradientAccumulationSteps` | |
+| `learning_rate` (0.0001) | `hyperparameters.learningRate` | |
+| `learning_rate_scheduler` | `hyperparameters.lrScheduler` | (5) |
+| `learning_rate_warmup_steps` | `hyperparameters.warmupSteps` | rounded; `CONSTANT` + warm-up: (5) |
+| `resolution` ("512") | `hyperparameters.resolution` | `"WxH"`: sqrt(W*H); `"a,b"`: a (warnings) |
+| `aspect_ratio_bucketing` | `hyperparameters.bucketing` | |
+| `lora_rank` (16) | `hyperparameters.rank` | |
+| `lora_alpha` (1.0) | `hyperparameters.alpha` | |
+| `train_dtype` | `hyperparameters.mixedPrecision` | (6) |
+| `seed` (42) | `hyperparameters.seed` | |
+| `gradient_checkpointing` | `hyperparameters.gradientCheckpointing` | true, `ON`; `CPU_OFFLOADED`: warning |
+| `samples[].prompt` (enabled) | `hyperparameters.samplePrompts` | at most 32; other sample keys: warning |
+| `sample_after`, `sample_after_unit` | `hyperparameters.sampleEverySteps` | (7) |
+| `save_every`, `save_every_unit` | `hyperparameters.saveEverySteps` | (7) |
+| `backup_after`, `backup_after_unit` | - | warning unless `NEVER` or 0 (no scheduled backups) |
+| `output_model_destination` | `spec.output.name` | (8) |
+| `output_model_format` | - | `SAFETENSORS`; others: warning |
+| `workspace_dir`, `cache_dir`, `__version` | - | replaced by the run's own folders; no warning |
+| any other key (`optimizer`, `ema`, ...) | - | warning `<key>: not used by the built-in trainer` |
+
+(1) A file or folder on the models volume; else the name of a ModelPull in the namespace (the run
+waits for it to complete); else 400. (2) The deepest common folder of the enabled concepts, on the
+datasets volume; each concept must be that folder or a direct sub-folder of it (else 400); folders
+and images in it that are no enabled concept are trained too (warning). (3) The built-in trainer
+repeats an `N_name` folder N times per epoch; a `balancing` that differs is a warning, and so are
+`balancing_strategy` `SAMPLES` and `include_subdirectories`. (4) epochs * ceil(ceil(images per epoch
+/ batch_size) / gradient_accumulation_steps), the images counted in the dataset folder as the
+trainer reads it (``builtin``'s docstring: exact for batch 1 or without buckets). (5) `CONSTANT`,
+`LINEAR`, `COSINE`, `COSINE_WITH_RESTARTS` as named (`CONSTANT` with a warm-up:
+`constant_with_warmup`); `COSINE_WITH_HARD_RESTARTS`: `cosine_with_restarts` (warning); `REX`,
+`ADAFACTOR` and others: `constant` (warning). (6) `FLOAT_32`: `no`; `BFLOAT_16`: `bf16`;
+`FLOAT_16`: `fp16` with GPUs, `no` on the CPU (warning); others: `no` (warning). (7) `STEP`: every
+n steps; `EPOCH`: n * steps per epoch; `ALWAYS`: 1; `NEVER` or 0: off; `SECOND` / `MINUTE` /
+`HOUR`: off (warning: the built-in trainer schedules by steps; the API's requests still work).
+(8) The file stem, else the run's name; the LoRA is `<outputs>/<name>/<name>.safetensors` and is
+published as `loras/<name>.safetensors`.
+
+The profile's own run settings apply to both backends: ``gpuCount`` / ``gpuProfile`` become
+``spec.resources.gpu`` and ``runEnv`` ``spec.env``; ``image`` (an override of the OneTrainer image)
+is not used for a built-in run.
+
+**Progress and actions on the built-in trainer** keep the product's shapes: ``epoch`` /
+``epoch_step`` / ``global_step`` / ``max_step`` / ``max_epoch`` are the trainer's own
+``status.progress`` (epoch, 0-based, = step // steps per epoch), ``epoch_sample`` is ``epoch_step``
+times ``batch_size``. Save, backup, default and custom sample, and stop reach it as the same
+nonce actions (its control interface takes all four): save writes a checkpoint
+(``checkpoints/step-N``), backup a full backup (``backups/step-N``), a sample renders into the
+run's ``samples`` folder (a custom one with its parameters, within the trainer's limits: at most 200
+steps, CFG at most 50; beyond them the action is acknowledged as Failed with the reason), stop
+saves and ends the run Stopped. Samples are listed from that folder (``samples``).
 
 Decisions (document vs product shape):
 
-- **A session is a TrainingRun** ``trainer: onetrainer`` named ``<runPrefix>-<n>``; the current
+- **A session is a TrainingRun** (``trainer: onetrainer``, or ``kubepilot-lora`` on the built-in
+  backend) named ``<runPrefix>-<n>``; the current
   session is the highest number in the informer cache (``session``'s docstring): state is in the
   cluster, so a gateway restart or a second replica agrees, and the create of the next name is the
   lock that makes two concurrent starts one run.
@@ -23,11 +104,16 @@ Decisions (document vs product shape):
   since the seed's envelope is a string.
 - **config_dict wins** when a start sends both. ``config_path`` is read by the gateway from the
   datasets or outputs volume (``paths``); the pod gets the config object itself.
-- **Paths in the config.** ``base_model_name`` must be on the models volume (a Hugging Face id would
-  need a ModelPull first: refused with a 400); the enabled concepts' folders must be on the datasets
-  volume and their deepest common folder becomes the run's dataset, whose layout the adapter turns
-  back into OneTrainer concepts (``N_name`` sub-folders repeat N times). The output folder is the
-  stem of ``output_model_destination`` when it is a valid name, else the run's name.
+- **Paths in the config.** ``base_model_name`` must be on the models volume or name a ModelPull of
+  the namespace (a Hugging Face id needs a ModelPull first: refused with a 400); the enabled
+  concepts' folders must be on the datasets volume and their deepest common folder becomes the
+  run's dataset, whose layout the adapter turns back into OneTrainer concepts (``N_name``
+  sub-folders repeat N times) and the built-in trainer reads the same way. The output folder is
+  the stem of ``output_model_destination`` when it is a valid name, else the run's name.
+- **Answers do not name the backend.** A start answers the seed's ``Training started`` on either
+  backend and ``training_state`` has the seed's keys only: which trainer runs is on the run
+  (``spec.trainer``, the backend annotation) and the translation's warnings are on the run and in
+  ``/api/config/validate``, so the seed's clients see nothing new.
 - **Default and custom samples are one action**, ``sample`` (parameters in
   ``kubepilot.io/action-sample-params``; none for the default prompts), because the trainer's
   control interface has one; a second request before the first is handed over replaces it.
@@ -119,7 +205,10 @@ def build_app(ctx: GatewayContext, *, cors: bool = True) -> FastAPI:
         )
     config = onetrainer_settings(ctx)
     app.include_router(routes_training.create_router(ctx, config.training))
-    app.include_router(routes_configs.create_router(ctx, config.configs, config.training.runPrefix))
+    gpus = config.training.gpuCount if config.training.resolved_backend() == "builtin" else None
+    app.include_router(
+        routes_configs.create_router(ctx, config.configs, config.training.runPrefix, builtin_gpus=gpus)
+    )
     app.include_router(routes_samples.create_router(ctx, config.training.runPrefix))
     app.include_router(routes_system.create_router(ctx, config.system, config.training.runPrefix))
     app.include_router(routes_ws.create_router(ctx, config.training.runPrefix))

@@ -1,8 +1,8 @@
 """Settings of the OneTrainer profile's system endpoints (``profileSettings.onetrainer.system``).
 
-``OneTrainerSettings`` (the package ``__init__``) is strict, so ``system`` must become one of its
-fields before a ``profileSettings.onetrainer.system`` key is accepted; until then the endpoints run
-on these defaults (``system_settings`` reads the key itself when it is there).
+``OneTrainerSettings`` (the package ``__init__``) holds this section as its ``system`` field;
+``system_settings`` and ``run_prefix`` read their sections on their own for callers that have only
+the context.
 """
 
 from __future__ import annotations

@@ -50,15 +50,15 @@ def common_folder(relatives: list[str]) -> str:
     return "" if common == "." else common
 
 
-def concept_paths(config: JsonObject) -> list[str]:
-    """The folders of the config's enabled inline concepts."""
+def enabled_concepts(config: JsonObject) -> list[tuple[int, JsonObject, str]]:
+    """(index, entry, folder) of the config's enabled inline concepts that name a folder."""
     concepts = config.get("concepts")
     if not isinstance(concepts, list):
         return []
-    paths = []
-    for concept in concepts:
+    found = []
+    for index, concept in enumerate(concepts):
         if isinstance(concept, dict) and concept.get("enabled", True) is not False:
             path = concept.get("path")
             if isinstance(path, str) and path.strip():
-                paths.append(path.strip())
-    return paths
+                found.append((index, concept, path.strip()))
+    return found

@@ -20,7 +20,7 @@ from pydantic import Field
 from kubepilot_gateway import runslot
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.kube import CONFIGMAPS, KubeError, NotFound, resource_for
-from kubepilot_gateway.profiles.onetrainer import configs
+from kubepilot_gateway.profiles.onetrainer import builtin, configs
 from kubepilot_gateway.profiles.onetrainer import session as ot
 from kubepilot_gateway.settings import Strict
 
@@ -48,7 +48,11 @@ def config_key(name: str) -> str:
     return f"{base}{SUFFIX}"
 
 
-def create_router(ctx: GatewayContext, settings: ConfigsSettings, prefix: str) -> APIRouter:
+def create_router(
+    ctx: GatewayContext, settings: ConfigsSettings, prefix: str, *, builtin_gpus: int | None = None
+) -> APIRouter:
+    """``builtin_gpus``: None when sessions run OneTrainer itself; else new sessions run on the
+    built-in trainer with that many GPUs, and validation adds its translation's findings."""
     router = APIRouter()
     namespace = ctx.store.namespace
 
@@ -92,8 +96,16 @@ def create_router(ctx: GatewayContext, settings: ConfigsSettings, prefix: str) -
 
     @router.post("/api/config/validate")
     async def config_validate(config: Annotated[dict[str, Any], Body()]) -> JsonObject:
-        """OT-10: 200 with ``valid: false`` for an invalid config."""
-        return configs.validate(config)
+        """OT-10: 200 with ``valid: false`` for an invalid config. On the built-in trainer the
+        translation's warnings are added, and its errors when the config is otherwise valid (the
+        dataset's own findings come at start, where the folder is read)."""
+        result = configs.validate(config)
+        if builtin_gpus is not None:
+            translation = builtin.translate(config, images=None, gpus=builtin_gpus)
+            if result["valid"] and translation.errors:
+                result = {**result, "valid": False, "errors": [*result["errors"], *translation.errors]}
+            result["warnings"] = [*result["warnings"], *translation.warnings]
+        return result
 
     @router.get("/api/config/schema")
     async def config_schema() -> JsonObject:

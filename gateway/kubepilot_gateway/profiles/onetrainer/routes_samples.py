@@ -26,7 +26,8 @@ def create_router(ctx: GatewayContext, prefix: str) -> APIRouter:
         run = runslot.current_run(prefix, runs)
         if run is None:
             return []
-        return samples.scan(samples.samples_dir(ctx.settings.volumes.outputs, run))
+        prompts = samples.default_prompts(run) if samples.is_builtin(run) else None
+        return samples.scan(samples.samples_dir(ctx.settings.volumes.outputs, run), prompts)
 
     @router.get("/api/samples/list")
     async def samples_list() -> JsonObject:

@@ -1,24 +1,29 @@
 """OT-01 … OT-06 (training) and OT-13 / OT-14 (sample requests) over the current TrainingRun.
 
-A start creates the slot's next numbered TrainingRun (``trainer: onetrainer``) from
-``config_dict`` or from the JSON file at ``config_path`` (read by the gateway from the datasets or
-outputs volume; the pod gets the config itself in ``spec.tool.config``). The config's
-``base_model_name`` must be on the models volume and its concept folders on the datasets volume:
-they become ``spec.baseModel.path`` and ``spec.dataset.path`` (the adapter rebuilds OneTrainer's
-concepts from that folder's layout). Stop sets ``spec.stop``; save, backup and the two sample
-requests set a fresh nonce on ``kubepilot.io/action-<name>`` (custom sample parameters in
+A start creates the slot's next numbered TrainingRun from ``config_dict`` or from the JSON file at
+``config_path`` (read by the gateway from the datasets or outputs volume; the run carries the
+config itself in ``spec.tool.config``). Which trainer runs it is the ``backend`` setting, resolved
+at each start (``TrainingSettings.resolved_backend``): ``onetrainer`` makes a ``trainer:
+onetrainer`` run for the OneTrainer adapter; ``builtin`` translates the config into a
+``kubepilot-lora`` run (``builtin``; the concept folder is listed to count an epoch's images, and
+what the built-in trainer cannot train is a 400 naming every reason). The config's
+``base_model_name`` must be on the models volume (or name a ModelPull) and its concept folders on
+the datasets volume: they become ``spec.baseModel`` and ``spec.dataset.path`` (the adapter rebuilds
+OneTrainer's concepts from that folder's layout). Stop sets ``spec.stop``; save, backup and the two
+sample requests set a fresh nonce on ``kubepilot.io/action-<name>`` (custom sample parameters in
 ``…-params``), which the operator records as Pending in ``status.actions`` and the trainer pod
-acknowledges through the progress channel. Every command answers at once, as OneTrainer does:
-"sent", not "done".
+(either trainer) acknowledges through the progress channel. Every command answers at once, as
+OneTrainer does: "sent", not "done".
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException
 from pydantic import BaseModel, Field
@@ -26,12 +31,14 @@ from pydantic import BaseModel, Field
 from kubepilot_gateway import runslot
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.kube import Invalid, KubeError, NotFound, resource_for
-from kubepilot_gateway.profiles.onetrainer import paths
+from kubepilot_gateway.profiles.onetrainer import builtin, paths
 from kubepilot_gateway.profiles.onetrainer import session as ot
 from kubepilot_gateway.settings import Strict
 
 JsonObject = dict[str, Any]
 TRAINING_RUNS = resource_for("TrainingRun")
+MODEL_PULLS = resource_for("ModelPull")
+RESOURCE_NAME = r"^[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?$"
 DNS_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 MAX_CONFIG_BYTES = 1 << 20
 
@@ -55,6 +62,23 @@ class TrainingSettings(Strict):
         default="", description="Trainer image override; empty: the operator's OneTrainer image."
     )
     keepFinishedRuns: int = Field(default=5, ge=0, description="Finished sessions kept as CRs.")
+    backend: Literal["auto", "onetrainer", "builtin"] = Field(
+        default="auto",
+        description="Which trainer runs a session: onetrainer (the OneTrainer image, through the adapter), "
+        "builtin (the config's LoRA settings on kubepilot's built-in trainer), or auto: onetrainer when "
+        "onetrainerImageAvailable, else builtin.",
+    )
+    onetrainerImageAvailable: bool = Field(
+        default=False,
+        description="The cluster can run the OneTrainer image (the operator's images.onetrainer, or "
+        "`image`): set it where that image is built and pullable; the dev stack and CI have none.",
+    )
+
+    def resolved_backend(self) -> Literal["onetrainer", "builtin"]:
+        """The backend a new session runs on."""
+        if self.backend == "auto":
+            return "onetrainer" if self.onetrainerImageAvailable else "builtin"
+        return self.backend
 
 
 class StartRequest(BaseModel):
@@ -127,24 +151,55 @@ def create_router(ctx: GatewayContext, settings: TrainingSettings) -> APIRouter:
             raise bad_request(f"Invalid config file {raw}: not a JSON object")
         return document
 
-    def base_model_of(config: JsonObject) -> str:
+    def base_model_of(config: JsonObject) -> JsonObject:
+        """``spec.baseModel``: a path on the models volume, else a ModelPull of that name (this namespace)."""
         raw = config.get("base_model_name")
         if not isinstance(raw, str) or not raw.strip():
             raise ot.StartRefused("The config sets no base_model_name")
-        _, relative = paths.contained(raw, {"models": volumes.models}, "base_model_name")
-        if not relative or not (Path(volumes.models).resolve() / relative).exists():
-            raise ot.StartRefused(f"base_model_name not found on the models volume: {raw}")
-        return relative
+        name = raw.strip()
+        try:
+            _, relative = paths.contained(raw, {"models": volumes.models}, "base_model_name")
+        except ot.StartRefused:
+            relative = ""
+        if relative and (Path(volumes.models).resolve() / relative).exists():
+            return {"path": relative}
+        if re.match(RESOURCE_NAME, name) and ctx.cache.get(MODEL_PULLS, name, namespace) is not None:
+            return {"modelPullRef": {"name": name}}
+        if not relative:
+            paths.contained(raw, {"models": volumes.models}, "base_model_name")  # raises with its reason
+        raise ot.StartRefused(f"base_model_name not found on the models volume: {raw}")
 
-    def dataset_of(config: JsonObject) -> str:
-        folders = paths.concept_paths(config)
-        if not folders:
+    def concept_folders(config: JsonObject) -> tuple[str, list[builtin.Concept]]:
+        """The dataset folder (deepest common folder of the enabled concepts) and the concepts."""
+        roots = {"datasets": volumes.datasets}
+        concepts = [
+            builtin.Concept(index, entry, paths.contained(path, roots, "concept path")[1])
+            for index, entry, path in paths.enabled_concepts(config)
+        ]
+        if not concepts:
             raise ot.StartRefused("The config has no enabled concept with a path")
-        relatives = [paths.contained(f, {"datasets": volumes.datasets}, "concept path")[1] for f in folders]
-        folder = paths.common_folder(relatives)
+        folder = paths.common_folder([concept.relative for concept in concepts])
         if not folder or not (Path(volumes.datasets).resolve() / folder).is_dir():
             raise ot.StartRefused("The concepts must be folders inside one folder of the datasets volume")
-        return folder
+        return folder, concepts
+
+    def dataset_of(config: JsonObject) -> str:
+        return concept_folders(config)[0]
+
+    def builtin_plan(config: JsonObject) -> tuple[str, builtin.Translation]:
+        """The dataset folder and the translation for the built-in trainer; StartRefused on an error."""
+        folder, concepts = concept_folders(config)
+        scan = builtin.scan_folder(Path(volumes.datasets).resolve() / folder)
+        images = builtin.images_per_epoch(scan)
+        if not images:
+            raise ot.StartRefused(f"The dataset folder {folder} holds no png, jpg or webp images")
+        dataset_errors, dataset_warnings = builtin.dataset_notes(folder, concepts, scan)
+        translation = builtin.translate(config, images=images, gpus=settings.gpuCount)
+        translation.errors[:0] = dataset_errors
+        translation.warnings.extend(dataset_warnings)
+        if translation.errors:
+            raise ot.StartRefused("Not trainable on the built-in trainer: " + "; ".join(translation.errors))
+        return folder, translation
 
     async def start_run(body_for: Callable[[str], JsonObject]) -> JsonObject:
         """Create the slot's next run; 400 while one is active (the create is the lock)."""
@@ -186,9 +241,16 @@ def create_router(ctx: GatewayContext, settings: TrainingSettings) -> APIRouter:
             config, source = read_config(request.config_path), f"config_path: {request.config_path}"
         else:
             raise bad_request(ot.CONFIG_REQUIRED)
+        backend = settings.resolved_backend()
+        hyperparameters: JsonObject | None = None
+        warnings: list[str] = []
         try:
             base_model = base_model_of(config)
-            dataset = dataset_of(config)
+            if backend == "builtin":
+                dataset, translation = builtin_plan(config)
+                hyperparameters, warnings = translation.hyperparameters, translation.warnings
+            else:
+                dataset = dataset_of(config)
         except ot.StartRefused as error:
             raise bad_request(str(error)) from error
         gpu = {"profile": settings.gpuProfile, "count": settings.gpuCount} if settings.gpuCount else None
@@ -205,6 +267,8 @@ def create_router(ctx: GatewayContext, settings: TrainingSettings) -> APIRouter:
                 gpu=gpu,
                 env=settings.runEnv,
                 image=settings.image,
+                hyperparameters=hyperparameters,
+                warnings=warnings,
             )
 
         await start_run(body)

@@ -14,7 +14,9 @@ Failed is ``"idle"`` with ``error`` the run's error message; no run at all is th
 object. ``progress`` maps ``status.progress`` as ``epoch`` / ``epoch_step`` / ``global_step``;
 ``epoch_sample`` (images seen in the epoch, which the status does not carry) is ``epoch_step``
 times the config's ``batch_size``. ``max_step`` / ``max_epoch`` are the worker's maxima (0 while
-unknown; ``max_epoch`` falls back to the config's ``epochs``).
+unknown; ``max_epoch`` falls back to the config's ``epochs``). A run of either trainer (the
+OneTrainer adapter, or the built-in trainer for a translated config) reports these the same way,
+so one rendering serves both.
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ LABEL_TRAINER = f"{LABEL_PREFIX}trainer"
 LABEL_SLOT = f"{LABEL_PREFIX}onetrainer-slot"
 ANNOTATION_SOURCE = f"{LABEL_PREFIX}onetrainer-source"
 """Where the session's config came from (``config_path`` or ``config_dict``), for people."""
+ANNOTATION_BACKEND = f"{LABEL_PREFIX}onetrainer-backend"
+"""Which trainer runs the session: ``onetrainer`` (the OneTrainer image) or ``builtin``."""
+ANNOTATION_WARNINGS = f"{LABEL_PREFIX}onetrainer-warnings"
+"""A built-in session's translation warnings, a JSON list of strings."""
+BACKEND_ONETRAINER, BACKEND_BUILTIN = "onetrainer", "builtin"
+MAX_WARNINGS_CHARS = 65536
 PARAMS_SUFFIX = "-params"
 """``kubepilot.io/action-<name>-params``: the JSON parameters of an action (the operator's convention)."""
 OUTPUT_NAME = re.compile(r"^[A-Za-z0-9][-_.A-Za-z0-9]{0,199}$")
@@ -149,39 +157,82 @@ def training_run(
     *,
     slot: str,
     config: JsonObject,
-    base_model: str,
+    base_model: str | JsonObject,
     dataset: str,
     output: str,
     source: str,
     gpu: JsonObject | None,
     env: dict[str, str],
     image: str = "",
+    hyperparameters: JsonObject | None = None,
+    warnings: list[str] | None = None,
 ) -> JsonObject:
-    """A ``trainer: onetrainer`` TrainingRun: the config goes to ``spec.tool.config`` as written
-    (the adapter sets the run's own paths over it)."""
+    """A session's TrainingRun. Without ``hyperparameters``: ``trainer: onetrainer``, the config in
+    ``spec.tool.config`` as written (the adapter sets the run's own paths over it). With them: the
+    built-in trainer (``kubepilot-lora``) with those hyper-parameters (``builtin.translate``); the
+    config is kept in ``spec.tool.config`` as the record of what was asked (the built-in trainer
+    does not read it), ``image`` (the OneTrainer image) is not used, and the run is annotated
+    ``kubepilot.io/onetrainer-backend: builtin`` with the translation's ``warnings``.
+    ``base_model`` is a path on the models volume or a ``baseModel`` object (``modelPullRef``)."""
+    builtin = hyperparameters is not None
+    trainer = TrainerKind.KUBEPILOT_LORA if builtin else TrainerKind.ONETRAINER
     spec: JsonObject = {
-        "trainer": TrainerKind.ONETRAINER.value,
-        "baseModel": {"path": base_model},
+        "trainer": trainer.value,
+        "baseModel": {"path": base_model} if isinstance(base_model, str) else dict(base_model),
         "dataset": {"path": dataset},
         "output": {"name": output},
         "tool": {"config": config},
     }
+    if builtin:
+        spec["hyperparameters"] = hyperparameters
     if gpu is not None:
         spec["resources"] = {"gpu": gpu}
     if env:
         spec["env"] = [{"name": key, "value": value} for key, value in sorted(env.items())]
-    if image:
+    if image and not builtin:
         spec["image"] = image
+    annotations: JsonObject = {
+        ANNOTATION_SOURCE: source[:4096],
+        ANNOTATION_BACKEND: BACKEND_BUILTIN if builtin else BACKEND_ONETRAINER,
+    }
+    if builtin:
+        annotations[ANNOTATION_WARNINGS] = warnings_annotation(list(warnings or []))
     metadata: JsonObject = {
         "name": name,
         "labels": {
             LABEL_PROFILE: PROFILE_NAME,
-            LABEL_TRAINER: TrainerKind.ONETRAINER.value,
+            LABEL_TRAINER: trainer.value,
             LABEL_SLOT: slot,
         },
-        "annotations": {ANNOTATION_SOURCE: source[:4096]},
+        "annotations": annotations,
     }
     return {"apiVersion": API_VERSION, "kind": "TrainingRun", "metadata": metadata, "spec": spec}
+
+
+def warnings_annotation(warnings: list[str]) -> str:
+    """The warnings as a JSON list within ``MAX_WARNINGS_CHARS`` (the last ones summed up if need be)."""
+    kept = list(warnings)
+    text = json.dumps(kept)
+    while len(text) > MAX_WARNINGS_CHARS and kept:
+        kept.pop()
+        text = json.dumps([*kept, f"... and {len(warnings) - len(kept)} more"])
+    return text
+
+
+def backend_of(run: JsonObject | None) -> str:
+    """``builtin`` for a session the built-in trainer runs, else ``onetrainer``."""
+    trainer = ((run or {}).get("spec") or {}).get("trainer")
+    return BACKEND_BUILTIN if trainer == TrainerKind.KUBEPILOT_LORA.value else BACKEND_ONETRAINER
+
+
+def warnings_of(run: JsonObject | None) -> list[str]:
+    """The translation warnings a built-in session was started with ([] for none or unreadable)."""
+    raw = (((run or {}).get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_WARNINGS)
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else []
+    except ValueError:
+        return []
+    return [str(item) for item in value] if isinstance(value, list) else []
 
 
 # -- actions -----------------------------------------------------------------------------------
