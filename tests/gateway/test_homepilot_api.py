@@ -266,14 +266,19 @@ async def test_health_models_catalog_and_capabilities(
 
     capabilities = (await http.get("/v1/capabilities")).json()["capabilities"]
     assert set(capabilities) >= {"upscale", "enhance_photo", "enhance_faces", "background_remove", "outpaint"}
-    assert capabilities["upscale"]["available"] is False
-    assert "no upscaler configured" in capabilities["upscale"]["reason"]
+    # The upscaler file in upscale_models/ is one the generator can name (a bare file name).
+    assert capabilities["upscale"]["available"] is True
+    assert capabilities["upscale"]["model"] == "RealESRGAN_x4plus.pth"
     assert capabilities["upscale"]["installed_models"] == ["RealESRGAN_x4plus.pth"]
+    assert capabilities["enhance_photo"]["available"] is True
     assert "kubepilot generator" in capabilities["enhance_faces"]["reason"]
-    assert capabilities["outpaint"]["available"] is True  # inpainting with the installed model
-    assert capabilities["outpaint"]["model"] == "checkpoints/sd_xl_base_1.0.safetensors"
+    for inpainting in ("outpaint", "inpaint", "background_replace"):
+        assert capabilities[inpainting]["available"] is True  # inpainting with the installed model
+        assert capabilities[inpainting]["model"] == "checkpoints/sd_xl_base_1.0.safetensors"
+    assert capabilities["background_blur"]["available"] is True
     one = (await http.get("/v1/capabilities/background_remove")).json()
     assert one["available"] is False and one["endpoint"] == "/v1/background"
+    assert "segmentation model" in one["reason"]
     unknown = (await http.get("/v1/capabilities/teleport")).json()
     assert unknown["error"] == "Unknown feature: teleport" and "upscale" in unknown["valid_features"]
 
@@ -283,6 +288,9 @@ async def test_image_endpoints_refuse_what_the_generator_cannot_do_and_bad_input
 ) -> None:
     upscale = await http.post("/v1/upscale", json={"image_url": "/files/kubepilot/generations/x.png"})
     assert upscale.status_code == 503 and upscale.json()["detail"].startswith("Upscale is not available")
+    assert "No upscale model installed. Please install one of: 4x UltraSharp" in upscale.json()["detail"]
+    upscale_cap = (await http.get("/v1/capabilities/upscale")).json()
+    assert upscale_cap["available"] is False and "No upscale model installed" in upscale_cap["reason"]
     faces = await http.post("/v1/enhance", json={"image_url": "/files/a.png", "mode": "faces"})
     assert faces.status_code == 503 and "Face restoration" in faces.json()["detail"]
     assert (await http.post("/v1/upscale", json={})).status_code == 422

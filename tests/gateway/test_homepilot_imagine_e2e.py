@@ -1,16 +1,25 @@
-"""HomePilot's main image path end to end: ``POST /chat`` (mode imagine) → a txt2img GenerationJob →
-the real operator → a one-shot generator pod (a local process) on the tiny Stable Diffusion model →
-the answer once it finished → the image served at the URL the answer gives; then ``/v1/outpaint``
-on that image → an inpaint GenerationJob on the canvas and mask the profile built → a wider image.
+"""HomePilot's image paths end to end, through the real operator and generator pods (local processes):
 
-Nothing is mocked: the devcluster, the operator fixture, the generator worker and the tiny model
-(``tiny_sd``) are real and run on the CPU. No HomePilot application runs: imagine does not need it.
+- ``POST /chat`` (mode imagine) → a txt2img GenerationJob on the tiny Stable Diffusion model → the
+  image served at the URL the answer gives; then ``/v1/outpaint`` on that image → an inpaint
+  GenerationJob on the canvas and mask the profile built → a wider image;
+- an image uploaded to an edit session → ``/v1/upscale`` 2x and ``/v1/enhance`` 4x with a tiny
+  upscaler file in ``upscale_models/`` (upscale GenerationJobs; the size doubles, then
+  quadruples) → two edit-session messages,
+  each an img2img GenerationJob, the second on the first one's result.
+
+Nothing is mocked: the devcluster, the operator fixture, the generator worker and the tiny models
+(``tiny_sd``, a tiny RealESRGAN-Compact upscaler) are real and run on the CPU. No HomePilot
+application runs: these endpoints do not need it. Both tests share the module's operator process.
 """
 
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -98,3 +107,93 @@ async def test_imagine_then_outpaint_through_generation_jobs(
     image = await http.get(outpainted.removeprefix("http://homepilot.test"))
     with Image.open(io.BytesIO(image.content)) as png:
         assert png.size == (128, 64)
+
+
+@pytest.fixture(scope="module")
+def tiny_upscaler(storage: Storage) -> Path:
+    """A tiny 4x upscaler at ``upscale_models/tiny-x4.safetensors`` (built in a child process, as
+    ``tiny_sd`` is, so torch's import stays out of the test process)."""
+    target = storage.models / "upscale_models" / "tiny-x4.safetensors"
+    command = [sys.executable, "-m", "kubepilot_workers.tinymodels", "upscaler", str(target), "--scale", "4"]
+    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    return target
+
+
+def png(size: tuple[int, int], colour: tuple[int, int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def image_size(http: httpx.AsyncClient, url: str) -> tuple[int, int]:
+    answer = await http.get(url.removeprefix("http://homepilot.test"))
+    assert answer.status_code == 200, url
+    with Image.open(io.BytesIO(answer.content)) as picture:
+        return picture.size
+
+
+async def test_upscale_2x_and_an_edit_session_chain(
+    operator: OperatorProcess,
+    tiny_sd: object,
+    tiny_upscaler: Path,
+    http: httpx.AsyncClient,
+    ctx: GatewayContext,
+) -> None:
+    # An upload starts the session; the image is staged on the outputs volume under our own name.
+    started = await http.post(
+        "/v1/edit-sessions/conv-e2e/image",
+        files={"file": ("../../etc/cat.png", png((80, 64), (200, 40, 40)), "image/png")},
+    )
+    assert started.status_code == 200, started.text
+    uploaded = started.json()["active_image_url"]
+    assert "/files/kubepilot/homepilot/inputs/" in uploaded and "etc" not in uploaded
+
+    upscaled = await http.post("/v1/upscale", json={"image_url": uploaded, "scale": 2}, timeout=300)
+    assert upscaled.status_code == 200, upscaled.text
+    assert upscaled.json()["model_used"] == "tiny-x4.safetensors"
+    (bigger,) = upscaled.json()["media"]["images"]
+    assert await image_size(http, bigger) == (160, 128)  # the size doubles
+    (job,) = [j for j in ctx.cache.list(GJ, ctx.store.namespace) if j["spec"]["type"] == "upscale"]
+    assert job["spec"]["upscale"] == {"upscaler": "tiny-x4.safetensors", "factor": 2.0}
+    enhanced = await http.post(
+        "/v1/enhance", json={"image_url": uploaded, "mode": "photo", "scale": 4}, timeout=300
+    )
+    assert enhanced.status_code == 200, enhanced.text
+    assert (enhanced.json()["original_size"], enhanced.json()["enhanced_size"]) == ([80, 64], [320, 256])
+    assert await image_size(http, enhanced.json()["media"]["images"][0]) == (320, 256)  # 4x
+
+    first = await http.post(
+        "/v1/edit-sessions/conv-e2e/message", json={"message": "make it blue"}, timeout=300
+    )
+    assert first.status_code == 200, first.text
+    (first_url,) = first.json()["raw"]["media"]["images"]
+    second = await http.post(
+        "/v1/edit-sessions/conv-e2e/message",
+        json={"message": "add a hat", "extra": {"strength": 0.5}},
+        timeout=300,
+    )
+    assert second.status_code == 200, second.text
+    assert second.json()["raw"]["text"] == "Here you go."
+    (second_url,) = second.json()["raw"]["media"]["images"]
+    assert await image_size(http, second_url) == (80, 64)
+
+    edits = sorted(
+        (j for j in ctx.cache.list(GJ, ctx.store.namespace) if j["spec"]["type"] == "img2img"),
+        key=lambda j: str(j["metadata"]["creationTimestamp"]) + j["metadata"]["name"],
+    )
+    assert len(edits) == 2 and all(j["status"]["phase"] == "Completed" for j in edits)
+    by_prompt = {j["spec"]["prompt"]: j["spec"] for j in edits}
+    assert by_prompt["make it blue"]["inputs"]["image"] == uploaded.split("/files/kubepilot/")[1]
+    # The second message edits the first one's result.
+    assert by_prompt["add a hat"]["inputs"]["image"] == first_url.split("/files/kubepilot/")[1]
+    assert by_prompt["add a hat"]["strength"] == 0.5
+
+    session = (await http.get("/v1/edit-sessions/conv-e2e")).json()
+    assert session["active_image_url"] == second_url and session["original_image_url"] == uploaded
+    assert session["history"] == [second_url, first_url, uploaded]
+    assert [v["instruction"] for v in session["versions"]] == [
+        "add a hat",
+        "make it blue",
+        "[Original Upload]",
+    ]
+    assert session["versions"][0]["parent_url"] == first_url

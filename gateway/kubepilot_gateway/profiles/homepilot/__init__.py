@@ -7,12 +7,17 @@ state itself and passes the rest to the application, run as a ServiceInstance:
 
 - answered here: ``/health``, ``/health/detailed``, ``/models`` (``provider=comfyui``),
   ``/model-catalog``, ``/v1/capabilities*`` (``routes_core``, ``catalog``); ``/chat`` in imagine
-  mode as a txt2img GenerationJob, ``/v1/upscale`` and ``/v1/enhance`` as upscale GenerationJobs,
-  ``/v1/outpaint`` as an inpaint GenerationJob on a canvas and mask built here (``outpaint``),
-  and the generated images at ``/files/kubepilot/...`` (``routes_images``, ``generation``);
-  ``/settings/api-keys*`` as a Secret (``routes_keys``); ``/models/install`` and ``/models/delete``
-  as ModelPulls (``routes_install``; ollama models are the application's); ``/docs`` and
-  ``/openapi.json`` for these;
+  mode as a txt2img GenerationJob, ``/v1/upscale`` and ``/v1/enhance`` as upscale GenerationJobs
+  (upscalers the operator configures or files in ``upscale_models/``), ``/v1/outpaint`` as an
+  inpaint GenerationJob on a canvas and mask built here (``outpaint``), and the generated images
+  at ``/files/kubepilot/...`` (``routes_images``, ``media``, ``generation``); the edit sessions
+  (``/v1/edit-sessions/*``, kept in ConfigMaps: ``sessions``), ``/chat`` in edit mode, ``/v1/edit``
+  as img2img / inpaint GenerationJobs, and ``/v1/background`` (replace: inpainting a mask built
+  here; blur: done here; remove: unavailable) (``routes_edit``, ``background``);
+  ``/v1/edit-models*``, ``/image-presets``, ``/video-presets``, ``/models/health``
+  (``routes_models``); ``/settings/api-keys*`` as a Secret (``routes_keys``); ``/models/install``
+  and ``/models/delete`` as ModelPulls (``routes_install``; ollama models are the application's);
+  ``/docs`` and ``/openapi.json`` for these;
 - passed through (``proxy``): everything else, to the ServiceInstance ``appService`` (default
   ``homepilot``), with a 503 naming that ServiceInstance while it is missing or not running.
 
@@ -20,9 +25,14 @@ Shapes follow HomePilot's own backend, ``ruslanmv/HomePilot`` ``backend/app``: `
 commit 00d22de3f50e43eefa1b327354607da165c2c8c1 (``FastAPI(title="HomePilot Orchestrator",
 version="2.1.0")``: ``ChatIn``/``ChatOut``, ``/health*``, ``/models``, ``/model-catalog``,
 ``/settings/api-keys*``), ``capabilities.py`` at 968685c74ca6f26823a6ddf5cb86361df2c267ea,
-``upscale.py`` and ``enhance.py`` at 09a47362830035d746c7b658be205347b603095f, ``outpaint.py`` at
-15aaf42bf881b110b3c936cf1a3dd4c8e9f30538, ``api_keys.py`` at
-1a7484f3f4f066f00eef40dc1956c5f517739a91, and the imagine
+``upscale.py``, ``enhance.py`` and ``background.py`` at 09a47362830035d746c7b658be205347b603095f,
+``outpaint.py`` at 15aaf42bf881b110b3c936cf1a3dd4c8e9f30538, ``api_keys.py`` at
+1a7484f3f4f066f00eef40dc1956c5f517739a91, ``edit_models.py`` at
+2650b4237993129ffbdd51c09e09bee658525c0e, ``main.py``'s ``/image-presets``, ``/video-presets`` and
+``/models/health`` (``main.py`` at 7b425881c04ae898c4ccd24534a82f1b67c6733a), the edit-session service
+``edit-session/app/main.py`` at 05540563750d45e14ad0cd3ddfc090dca40a23de (``store.py`` at
+05d94719385eae40bc3d12c0f8adb712790fa93e, ``utils_images.py`` at
+9f71f490838482d8d7dd260966eeca9099ffce31), and the imagine
 branch of ``orchestrator.py`` (``{"conversation_id", "text": "Here you go.", "media": {"images":
 [...]}}``; a failure is a 200 with ``text: "Image generation error: ..."``). The code is ours.
 
@@ -40,11 +50,19 @@ Decisions and deviations (document vs product):
   only read from there or fetched from the application's ``/files`` (no other host: no SSRF).
 - ``/health`` does not probe LLM providers (``providers: {}``) and adds ``kubepilot``;
   ``/health/detailed`` reads ServiceInstances and is 503 while the application is not running.
-- Capabilities are the generator's, not HomePilot's ComfyUI's: face restore and background
-  removal are unavailable (no generator support); upscale and enhance need upscalers the
-  operator does not configure yet (``images.upscalers``), and say so; outpaint is available with
-  an installed image model; background replace/blur and ``/v1/edit`` inpaint are not in this
-  increment.
+- Capabilities are the generator's, not HomePilot's ComfyUI's: face restoration and background
+  removal are unavailable (no generator support; removal needs a segmentation model) and say so;
+  upscale and enhance are available once an upscaler is configured in the operator or installed
+  in ``upscale_models/``; outpaint, ``/v1/edit`` inpaint and background replace with an installed
+  image model; background blur always (Pillow, as HomePilot's own blur).
+- Edit sessions: HomePilot runs them in a separate service (SQLite/Redis); here they are
+  ConfigMaps (compare-and-swap writes; see ``sessions``), and a message's first result becomes
+  the active image (HomePilot's service waits for ``select``), see ``routes_edit``.
+- Background replace: HomePilot masks with U2-Net; we have no segmentation model, so the mask
+  is built from the image itself (flood fill from the border, else a central ellipse), see
+  ``background``. ``/models/health`` reports installed entries instead of probing download URLs.
+- Presets: HomePilot's handlers over kubepilot's own preset tables (HomePilot's are its data
+  files), configurable (``presets``).
 - Outpaint: HomePilot's geometry, but the canvas grows by up to 7 more pixels on an extended side
   so both sides are multiples of 8 (the generator's rule); ``new_size`` is the size produced.
   The prompt HomePilot falls back to without one is worded by us.
@@ -69,8 +87,16 @@ from kubepilot_gateway.app.settings import CorsSettings
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.profiles import Profile
 from kubepilot_gateway.profiles.homepilot import proxy as proxy_routes
-from kubepilot_gateway.profiles.homepilot import routes_core, routes_images, routes_install, routes_keys
+from kubepilot_gateway.profiles.homepilot import (
+    routes_core,
+    routes_edit,
+    routes_images,
+    routes_install,
+    routes_keys,
+    routes_models,
+)
 from kubepilot_gateway.profiles.homepilot.config import PROFILE_NAME, homepilot_settings
+from kubepilot_gateway.profiles.homepilot.media import Media
 from kubepilot_gateway.upstream import UpstreamHttp
 
 __all__ = ["CORS", "NATIVE_PORT", "PROFILE", "TITLE", "build_app", "create_app"]
@@ -106,8 +132,12 @@ def build_app(ctx: GatewayContext, *, cors: bool = True) -> FastAPI:
             allow_headers=CORS.allowHeaders,
         )
     proxy = proxy_routes.AppProxy(ctx, settings, http)
+    media = Media(ctx, settings, proxy)
+    edits = routes_edit.EditSessions(ctx, settings, media)
     app.include_router(routes_core.create_router(ctx, settings, proxy))
-    app.include_router(routes_images.create_router(ctx, settings, proxy))
+    app.include_router(routes_images.create_router(ctx, settings, proxy, media, edits))
+    app.include_router(routes_edit.create_router(edits))
+    app.include_router(routes_models.create_router(ctx, settings))
     app.include_router(routes_keys.create_router(ctx, settings))
     app.include_router(routes_install.create_router(ctx, settings, proxy))
     # Last: whatever the routes above do not answer belongs to the application.

@@ -8,17 +8,18 @@ features the kubepilot generator can really run. Pure functions over a folder an
   takes), upscalers in ``upscale_models/``. Nothing follows a symlink out of the volume.
 - ``catalog_view`` is the catalog with an ``installed`` flag per entry (``install_path`` + ``id``).
 - ``capabilities`` answers HomePilot's ``/v1/capabilities`` keys from what the generator does:
-  it runs txt2img, img2img, inpaint, variation and (with configured upscalers) upscale; face
-  restoration and background removal are not implemented by it; outpaint is inpainting on a
-  canvas the profile builds (available with an installed image model); background replace and
-  blur and ``/v1/edit`` inpaint are not in this increment of the gateway.
+  it runs txt2img, img2img, inpaint, variation and upscale (with an upscaler: a name the operator
+  configures, or a file in ``upscale_models/``, see ``upscaler_names``); face restoration and
+  background removal are not implemented by it (removal needs a segmentation model); outpaint,
+  ``/v1/edit`` inpaint and background replace are inpainting with a mask the profile builds
+  (available with an installed image model); background blur is done by the gateway.
   Each unavailable feature says why instead of pretending.
 """
 
 from __future__ import annotations
 
 import copy
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 JsonObject = dict[str, Any]
@@ -177,23 +178,58 @@ def catalog_view(catalog: JsonObject, models_root: Path) -> JsonObject:
 
 NOT_IN_GENERATOR = "is not implemented by the kubepilot generator (no GenerationJob type for it yet)"
 NOT_IN_GATEWAY = "is not implemented by the kubepilot gateway yet"
+BACKGROUND_REMOVAL_UNAVAILABLE = (
+    "Background removal is not available: it needs a segmentation model (U2-Net, SAM) and the "
+    f"kubepilot generator has none; background removal {NOT_IN_GENERATOR}"
+)
+UPSCALE_MODEL_NAMES = ("4x UltraSharp", "RealESRGAN x4+", "RealESRGAN General v3", "SwinIR 4x")
+"""HomePilot's upscaler names, quoted by the "install one of" message when none is installed."""
+
+
+def upscaler_names(installed: dict[str, list[str]], configured: list[str]) -> list[str]:
+    """The upscalers an upscale GenerationJob can name here, preferred first: the names the operator
+    configured (``GeneratorConfig.upscalers``), then the files in ``upscale_models/`` (the generator
+    resolves a bare file name there)."""
+    names = list(configured)
+    names += [name for name in installed.get("enhance", []) if name not in names]
+    return names
+
+
+def match_upscaler(requested: str, names: list[str]) -> str | None:
+    """The upscaler ``requested`` names: exactly, or a file by its stem (HomePilot's model ids, as
+    ``4x-UltraSharp`` for ``4x-UltraSharp.pth``); None when nothing matches."""
+    if requested in names:
+        return requested
+    stem = PurePosixPath(requested).stem if "." in requested else requested
+    for name in names:
+        if PurePosixPath(name).stem == stem:
+            return name
+    return None
+
+
+def no_upscaler_reason() -> str:
+    return (
+        "No upscale model installed. Please install one of: "
+        + ", ".join(UPSCALE_MODEL_NAMES)
+        + " (a file in upscale_models/ of the models volume, or an upscaler the operator configures)"
+    )
 
 
 def capabilities(
     installed: dict[str, list[str]], upscalers: list[str], image_model: str | None = None
 ) -> dict[str, JsonObject]:
     """HomePilot's capability map (``available``, ``reason``, ``endpoint``, ``model``,
-    ``installed_models``) for what the generator can run here; ``image_model`` is the model
-    outpainting would use (None: none installed)."""
+    ``installed_models``) for what the generator can run here. ``upscalers`` are the names the
+    operator configured; ``image_model`` is the model the inpainting features would use (None:
+    none installed)."""
     upscale_models = installed.get("enhance", [])
-    if upscalers:
-        upscale_ok, upscale_reason, upscale_model = True, None, upscalers[0]
+    choices = upscaler_names(installed, upscalers)
+    if choices:
+        upscale_ok, upscale_reason, upscale_model = True, None, choices[0]
     else:
-        upscale_ok, upscale_model = False, None
-        upscale_reason = (
-            "The kubepilot generator has no upscaler configured (the operator does not pass "
-            "GeneratorConfig.upscalers to it yet)"
-        )
+        upscale_ok, upscale_reason, upscale_model = False, no_upscaler_reason(), None
+    no_model = None if image_model else "No image model is installed (this feature inpaints with one)"
+    image_models = installed.get("image", [])
 
     def status(
         available: bool,
@@ -215,19 +251,11 @@ def capabilities(
         "enhance_restore": status(upscale_ok, upscale_reason, "/v1/enhance", upscale_model, upscale_models),
         "enhance_faces": status(False, f"Face restoration {NOT_IN_GENERATOR}", "/v1/enhance", None, []),
         "upscale": status(upscale_ok, upscale_reason, "/v1/upscale", upscale_model, upscale_models),
-        "background_remove": status(False, f"Background removal {NOT_IN_GENERATOR}", "/v1/background"),
+        "background_remove": status(False, BACKGROUND_REMOVAL_UNAVAILABLE, "/v1/background", None, []),
         "background_replace": status(
-            False,
-            f"Background replace (inpainting with a background mask) {NOT_IN_GATEWAY}",
-            "/v1/background",
+            image_model is not None, no_model, "/v1/background", image_model, image_models
         ),
-        "background_blur": status(False, f"Background blur {NOT_IN_GATEWAY}", "/v1/background"),
-        "outpaint": status(
-            image_model is not None,
-            None if image_model else "No image model is installed (outpaint inpaints with one)",
-            "/v1/outpaint",
-            image_model,
-            installed.get("image", []),
-        ),
-        "inpaint": status(False, f"Inpaint through /v1/edit {NOT_IN_GATEWAY}", "/v1/edit"),
+        "background_blur": status(True, None, "/v1/background", "gaussian blur (no model)", []),
+        "outpaint": status(image_model is not None, no_model, "/v1/outpaint", image_model, image_models),
+        "inpaint": status(image_model is not None, no_model, "/v1/edit", image_model, image_models),
     }

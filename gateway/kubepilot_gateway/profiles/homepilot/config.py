@@ -104,14 +104,28 @@ class ImageSettings(Strict):
     )
     upscalers: list[str] = Field(
         default_factory=list,
-        description="Upscaler names the generator has configured (GeneratorConfig.upscalers). Empty: "
-        "upscale and enhance are reported unavailable and refused, because the operator configures "
-        "none yet.",
+        description="Upscaler names the operator configures for the generator (its `upscalers` "
+        "setting), preferred in this order; the files in upscale_models/ of the models volume "
+        "follow. None of either: upscale and enhance are reported unavailable and refused (503).",
+    )
+    editStrength: float = Field(
+        default=0.6, ge=0, le=1, description="img2img strength of an edit message that names none."
     )
     maxInputBytes: int = Field(
         default=32 * 1024 * 1024, ge=1024, description="Largest input image fetched from the application."
     )
     maxOutputEdge: int = Field(default=4096, ge=64, description="HomePilot's guardrail on an output edge.")
+
+
+class EditSessionSettings(Strict):
+    """HomePilot's edit sessions (kept in ConfigMaps, see ``sessions``)."""
+
+    ttlSeconds: float = Field(
+        default=604800, gt=0, description="A session untouched this long reads as empty (HomePilot: 7 days)."
+    )
+    maxUploadBytes: int = Field(
+        default=20 * 1024 * 1024, ge=1024, description="Largest image upload (HomePilot: MAX_UPLOAD_MB 20)."
+    )
 
 
 class HomePilotSettings(Strict):
@@ -131,10 +145,16 @@ class HomePilotSettings(Strict):
     version: str = Field(default="2.1.0", description="The HomePilot version the profile presents.")
     proxy: ProxySettings = Field(default_factory=ProxySettings)
     images: ImageSettings = Field(default_factory=ImageSettings)
+    editSessions: EditSessionSettings = Field(default_factory=EditSessionSettings)
     catalog: dict[str, Any] | None = Field(
         default=None,
         description="The model catalog (`{version, last_updated, providers: {provider: {type: "
         "[entries]}}}`); unset: the built-in one.",
+    )
+    presets: dict[str, dict[str, Any]] | None = Field(
+        default=None,
+        description="`image` and/or `video` preset tables in the structure of HomePilot's "
+        "image_presets.json / video_presets.json; unset: kubepilot's built-in ones.",
     )
     installWaitSeconds: float = Field(
         default=3600, gt=0, description="How long /models/install waits for its ModelPull (it goes on after)."

@@ -4,14 +4,18 @@
 - ``POST /chat`` reads the body once: mode ``imagine`` becomes a txt2img GenerationJob and the
   answer is HomePilot's ``{conversation_id, text, media}`` once it finished (``media.images``:
   absolute URLs of the images; a failed job is HomePilot's own 200 ``text: "Image generation
-  error: ..."``, ``media: null``). Every other mode (text chat, edit, animate, project) goes to the
-  application unchanged (same bytes).
+  error: ..."``, ``media: null``). Mode ``edit`` is the edit sessions' (``routes_edit``); every
+  other mode (text chat, animate, project) goes to the application unchanged (same bytes).
 - ``POST /v1/upscale`` and ``/v1/enhance`` (photo, restore) become upscale GenerationJobs on an
-  input image: a ``/files/kubepilot/...`` URL of ours is used in place; an application
-  ``/files/...`` URL is fetched from the application (and only from it: no other host is ever
-  fetched) and staged on the outputs volume after a size and image check. They answer 503, as
-  HomePilot does when no model is installed, while the generator has no upscaler
-  (``images.upscalers``); ``faces`` is always 503 (the generator cannot restore faces).
+  input image (``media.Media.input_image``). The upscaler is the requested one (by name, or a file
+  by its stem as HomePilot's model ids are), else the first of the names the operator configured
+  (``images.upscalers``, the operator's ``upscalers`` setting) and the files installed in
+  ``upscale_models/`` (the generator resolves a bare file name there); with no requested one, the
+  mode's preference (``/v1/edit-models/preference``) when it is there. None at all: HomePilot's
+  503 "No upscale model installed. Please install one of: ..."; an unknown requested one: 400.
+  HomePilot's ``width``/``height`` overrides are accepted and not used: the factor decides the
+  size (the generator upscales by a factor). ``faces`` is always 503 (the generator cannot
+  restore faces).
 - ``POST /v1/outpaint`` becomes an inpaint GenerationJob on the padded canvas and mask of
   ``outpaint`` (strength 1: the border is generated, the original kept by the mask).
 - ``GET /v1/capabilities`` and ``/v1/capabilities/{feature}``: ``catalog.capabilities``.
@@ -24,22 +28,22 @@ import io
 import json
 import uuid
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
-import httpx
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.profiles.homepilot import catalog, generation, outpaint
 from kubepilot_gateway.profiles.homepilot.config import HomePilotSettings
+from kubepilot_gateway.profiles.homepilot.media import Media
 from kubepilot_gateway.profiles.homepilot.proxy import AppProxy
+from kubepilot_gateway.profiles.homepilot.routes_edit import EditSessions
+from kubepilot_gateway.profiles.homepilot.routes_models import Preferences
 
 JsonObject = dict[str, Any]
 
@@ -111,14 +115,12 @@ CHAT_BODY_SCHEMA = {
 }
 
 
-def create_router(ctx: GatewayContext, settings: HomePilotSettings, proxy: AppProxy) -> APIRouter:
+def create_router(
+    ctx: GatewayContext, settings: HomePilotSettings, proxy: AppProxy, media: Media, edits: EditSessions
+) -> APIRouter:
     router = APIRouter()
     images = settings.images
-    models_root = Path(ctx.settings.volumes.models)
-    outputs_root = Path(ctx.settings.volumes.outputs)
-
-    def base_url(request: Request) -> str:
-        return str(request.base_url)
+    preferences = Preferences(ctx)
 
     @router.post("/chat", response_model=ChatOut, openapi_extra=CHAT_BODY_SCHEMA)
     async def chat(request: Request) -> Response:
@@ -128,6 +130,8 @@ def create_router(ctx: GatewayContext, settings: HomePilotSettings, proxy: AppPr
             parsed = json.loads(raw) if raw else None
         except (ValueError, UnicodeDecodeError):
             parsed = None
+        if isinstance(parsed, dict) and parsed.get("mode") == "edit":
+            return await edits.chat_edit(request, parsed)
         if not isinstance(parsed, dict) or parsed.get("mode") != "imagine":
             return await proxy.forward(request, "chat", body=raw)
         try:
@@ -136,7 +140,9 @@ def create_router(ctx: GatewayContext, settings: HomePilotSettings, proxy: AppPr
             errors = [{**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False)]
             raise RequestValidationError(errors) from error
         conversation_id = inp.conversation_id or str(uuid.uuid4())
-        model = await asyncio.to_thread(catalog.resolve_image_model, models_root, inp.imgModel, images.model)
+        model = await asyncio.to_thread(
+            catalog.resolve_image_model, media.models_root, inp.imgModel, images.model
+        )
         if model is None:
             text = "Image generation error: no image model is installed on the models volume"
             return JSONResponse({"conversation_id": conversation_id, "text": text, "media": None})
@@ -152,7 +158,7 @@ def create_router(ctx: GatewayContext, settings: HomePilotSettings, proxy: AppPr
             )
             text = f"Image generation error: {reason}"
             return JSONResponse({"conversation_id": conversation_id, "text": text, "media": None})
-        urls = [generation.file_url(base_url(request), p) for p in generation.output_paths(job)]
+        urls = media.urls(request, generation.output_paths(job))
         return JSONResponse(
             {
                 "conversation_id": conversation_id,
@@ -164,68 +170,16 @@ def create_router(ctx: GatewayContext, settings: HomePilotSettings, proxy: AppPr
     @router.get("/files/kubepilot/{path:path}", include_in_schema=False)
     async def generated_file(path: str) -> Response:
         """An image the profile's jobs wrote (or staged), from the outputs volume."""
-        found = await asyncio.to_thread(generation.served_file, outputs_root, path)
+        found = await asyncio.to_thread(generation.served_file, media.outputs_root, path)
         if found is None:
             raise HTTPException(status_code=404, detail="Not Found")
         return FileResponse(found)
 
-    async def staged_input(request: Request, image_url: str) -> tuple[str, tuple[int, int], bytes]:
-        """(path relative to the outputs volume, (width, height), bytes) of the input image."""
-        relative = generation.relative_from_url(image_url)
-        if relative is not None:
-            found = await asyncio.to_thread(generation.served_file, outputs_root, relative)
-            if found is None:
-                raise HTTPException(status_code=400, detail=f"Cannot read image: {image_url} not found")
-            data = await asyncio.to_thread(found.read_bytes)
-        else:
-            path = urlsplit(image_url).path
-            if not path.startswith("/files/") or ".." in path.split("/"):
-                raise HTTPException(
-                    status_code=400,
-                    detail="image_url must be a /files URL of this server (other hosts are not fetched)",
-                )
-            data = await fetch_app_file(path)
-            relative = f"{generation.STAGING}/{uuid.uuid4().hex}.png"
-        try:
-            size = await asyncio.to_thread(_image_size, data)
-        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as error:
-            raise HTTPException(
-                status_code=400, detail="Cannot read image dimensions: not an image"
-            ) from error
-        if relative.startswith(generation.STAGING):
-            target = outputs_root / relative
-            await asyncio.to_thread(_write, target, data)
-        return relative, size, data
-
-    async def fetch_app_file(path: str) -> bytes:
-        base = proxy.url()
-        client = proxy.http.client()
-        try:
-            async with client.stream(
-                "GET", base + path, timeout=settings.proxy.timeout_for("/upload")
-            ) as answer:
-                if answer.status_code != 200:
-                    raise HTTPException(
-                        status_code=400,
-                        detail=f"Cannot read image: the application answered {answer.status_code}",
-                    )
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in answer.aiter_bytes():
-                    size += len(chunk)
-                    if size > images.maxInputBytes:
-                        raise HTTPException(status_code=413, detail="Image too large")
-                    chunks.append(chunk)
-        except httpx.HTTPError as error:
-            raise HTTPException(
-                status_code=502, detail="The HomePilot application could not be reached"
-            ) from error
-        return b"".join(chunks)
-
     async def upscale_job(
         request: Request, image_url: str, factor: int, upscaler: str, feature: str
     ) -> tuple[list[str], tuple[int, int], tuple[int, int]]:
-        relative, (width, height), _ = await staged_input(request, image_url)
+        source = await media.input_image(image_url)
+        width, height = source.size
         out = (width * factor, height * factor)
         if max(out) > images.maxOutputEdge:
             raise HTTPException(
@@ -235,33 +189,37 @@ def create_router(ctx: GatewayContext, settings: HomePilotSettings, proxy: AppPr
             )
         spec = {
             "type": "upscale",
-            "inputs": {"image": relative},
+            "inputs": {"image": source.relative},
             "upscale": {"upscaler": upscaler, "factor": float(factor)},
             "params": {"homepilot": {"feature": feature}},
         }
-        job = await generation.run_job(ctx, generation.job_body(spec, feature, images), images.waitSeconds)
-        if generation.phase_of(job) != "Completed":
-            raise HTTPException(
-                status_code=500,
-                detail=f"{feature.capitalize()} workflow failed: {generation.failure_of(job)}",
-            )
-        urls = [generation.file_url(base_url(request), p) for p in generation.output_paths(job)]
-        return urls, (width, height), out
+        job = await media.run(spec, feature, feature.capitalize())
+        return media.urls(request, generation.output_paths(job)), (width, height), out
 
-    def upscaler_for(requested: str | None) -> str:
-        if not images.upscalers:
-            reason = catalog.capabilities({}, [])["upscale"]["reason"]
-            raise HTTPException(status_code=503, detail=f"Upscale is not available: {reason}")
-        if requested and requested.removesuffix(".pth") in {u.removesuffix(".pth") for u in images.upscalers}:
-            return next(
-                u for u in images.upscalers if u.removesuffix(".pth") == requested.removesuffix(".pth")
+    async def upscaler_for(requested: str | None, feature: str, mode: str) -> str:
+        """The upscaler a job names: the requested one, else the mode's preferred one when it is
+        there (``/v1/edit-models/preference``), else the first configured or installed one."""
+        installed = await asyncio.to_thread(catalog.scan_installed, media.models_root)
+        names = catalog.upscaler_names(installed, images.upscalers)
+        if not names:
+            raise HTTPException(
+                status_code=503, detail=f"{feature} is not available: {catalog.no_upscaler_reason()}"
             )
-        return images.upscalers[0]
+        if not requested:
+            preferred = (await preferences.read())[0][mode]
+            return catalog.match_upscaler(preferred, names) or names[0]
+        found = catalog.match_upscaler(requested, names)
+        if found is None:
+            raise HTTPException(
+                status_code=400,
+                detail=f"Upscale model {requested!r} is not installed (installed: {', '.join(names)})",
+            )
+        return found
 
     @router.post("/v1/upscale")
     async def upscale(req: UpscaleRequest, request: Request) -> JsonObject:
         """An upscale GenerationJob; HomePilot's ``{media: {images, videos}, model_used}``."""
-        upscaler = upscaler_for(req.model)
+        upscaler = await upscaler_for(req.model, "Upscale", "upscale")
         urls, _, _ = await upscale_job(request, req.image_url, req.scale, upscaler, "upscale")
         return {"media": {"images": urls, "videos": []}, "model_used": upscaler}
 
@@ -271,12 +229,7 @@ def create_router(ctx: GatewayContext, settings: HomePilotSettings, proxy: AppPr
         if req.mode is EnhanceMode.FACES:
             reason = catalog.capabilities({}, images.upscalers)["enhance_faces"]["reason"]
             raise HTTPException(status_code=503, detail=f"Enhance mode 'faces' is not available: {reason}")
-        if not images.upscalers:
-            reason = catalog.capabilities({}, [])["enhance_photo"]["reason"]
-            raise HTTPException(
-                status_code=503, detail=f"Enhance mode '{req.mode.value}' is not available: {reason}"
-            )
-        upscaler = upscaler_for(None)
+        upscaler = await upscaler_for(None, f"Enhance mode '{req.mode.value}'", req.mode.value)
         urls, original, enhanced = await upscale_job(request, req.image_url, req.scale, upscaler, "enhance")
         return {
             "media": {"images": urls, "videos": []},
@@ -289,7 +242,8 @@ def create_router(ctx: GatewayContext, settings: HomePilotSettings, proxy: AppPr
     @router.post("/v1/outpaint")
     async def outpaint_image(req: OutpaintRequest, request: Request) -> JsonObject:
         """An inpaint GenerationJob on the padded canvas and mask the profile builds."""
-        _, (width, height), data = await staged_input(request, req.image_url)
+        source = await media.input_image(req.image_url)
+        width, height = source.size
         ext = outpaint.extension(width, height, req.direction, req.extend_pixels)
         if max(ext.width, ext.height) > images.maxOutputEdge:
             raise HTTPException(
@@ -297,13 +251,16 @@ def create_router(ctx: GatewayContext, settings: HomePilotSettings, proxy: AppPr
                 detail=f"Output too large ({ext.width}x{ext.height}). Max edge is {images.maxOutputEdge}px. "
                 "Try a smaller extend_pixels value.",
             )
-        model = await asyncio.to_thread(catalog.resolve_image_model, models_root, None, images.model)
+        model = await asyncio.to_thread(catalog.resolve_image_model, media.models_root, None, images.model)
         if model is None:
             raise HTTPException(
                 status_code=503, detail="Outpaint is not available: no image model is installed"
             )
         stem = f"{generation.STAGING}/{uuid.uuid4().hex}"
-        await asyncio.to_thread(_write_canvas, outputs_root, stem, data, ext)
+        with Image.open(io.BytesIO(source.data)) as picture:
+            canvas, mask = outpaint.canvas_and_mask(picture, ext)
+        canvas_path = await media.write_png(canvas, f"{stem}-canvas")
+        mask_path = await media.write_png(mask, f"{stem}-mask")
         guidance = req.prompt or "the same scene continued beyond its borders, matching style and light"
         spec = {
             "type": "inpaint",
@@ -315,19 +272,12 @@ def create_router(ctx: GatewayContext, settings: HomePilotSettings, proxy: AppPr
             "steps": images.steps,
             "cfgScale": images.cfgScale,
             "strength": 1.0,
-            "inputs": {"image": f"{stem}-canvas.png", "mask": f"{stem}-mask.png"},
+            "inputs": {"image": canvas_path, "mask": mask_path},
             "params": {"homepilot": {"feature": "outpaint", "direction": req.direction.value}},
         }
-        job = await generation.run_job(ctx, generation.job_body(spec, "outpaint", images), images.waitSeconds)
-        if generation.phase_of(job) != "Completed":
-            raise HTTPException(
-                status_code=500, detail=f"Outpaint workflow failed: {generation.failure_of(job)}"
-            )
-        urls = [generation.file_url(base_url(request), p) for p in generation.output_paths(job)]
-        if not urls:
-            raise HTTPException(status_code=500, detail="No image returned from workflow")
+        job = await media.run(spec, "outpaint", "Outpaint")
         return {
-            "media": {"images": urls, "videos": []},
+            "media": {"images": media.urls(request, generation.output_paths(job)), "videos": []},
             "direction_used": req.direction.value,
             "original_size": [width, height],
             "new_size": [ext.width, ext.height],
@@ -335,8 +285,8 @@ def create_router(ctx: GatewayContext, settings: HomePilotSettings, proxy: AppPr
         }
 
     async def capability_map() -> dict[str, JsonObject]:
-        installed = await asyncio.to_thread(catalog.scan_installed, models_root)
-        model = await asyncio.to_thread(catalog.resolve_image_model, models_root, None, images.model)
+        installed = await asyncio.to_thread(catalog.scan_installed, media.models_root)
+        model = await asyncio.to_thread(catalog.resolve_image_model, media.models_root, None, images.model)
         return catalog.capabilities(installed, images.upscalers, model)
 
     @router.get("/v1/capabilities")
@@ -353,28 +303,3 @@ def create_router(ctx: GatewayContext, settings: HomePilotSettings, proxy: AppPr
         return known[feature]
 
     return router
-
-
-def _image_size(data: bytes) -> tuple[int, int]:
-    with Image.open(io.BytesIO(data)) as image:
-        image.verify()
-    with Image.open(io.BytesIO(data)) as image:
-        width, height = image.size
-    return int(width), int(height)
-
-
-def _write(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".part")
-    partial.write_bytes(data)
-    partial.replace(target)
-
-
-def _write_canvas(outputs_root: Path, stem: str, data: bytes, ext: outpaint.Extension) -> None:
-    """``<stem>-canvas.png`` and ``<stem>-mask.png`` under the outputs volume."""
-    with Image.open(io.BytesIO(data)) as image:
-        canvas, mask = outpaint.canvas_and_mask(image, ext)
-    for suffix, picture in (("canvas", canvas), ("mask", mask)):
-        buffer = io.BytesIO()
-        picture.save(buffer, format="PNG")
-        _write(outputs_root / f"{stem}-{suffix}.png", buffer.getvalue())
