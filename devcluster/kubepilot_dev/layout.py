@@ -110,7 +110,11 @@ def gateway_settings(
                 "system": {"nodeAgentUrls": [f"http://{host}:{ports.node_agent}"]},
                 # ControlPilot's own web UI (LoRA Pilot's static folder), when the user has a copy.
                 "ui": {"dir": controlpilot_ui},
+                # The devcluster's node offers no GPU (its node.yaml says how to give it some): a run
+                # asking for one would wait for ever, so the trainers run on the CPU here.
+                "training": {"gpuCount": 0},
             },
+            "onetrainer": {"training": {"gpuCount": 0}},
         },
         "listeners": {"host": host, "combinedPort": ports.gateway, "native": native},
     }
