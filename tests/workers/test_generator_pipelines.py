@@ -275,7 +275,7 @@ def test_cancelling_between_steps_stops_the_job_without_writing_an_image(
         ({"type": "txt2img", "sampler": "warp drive"}, "INVALID_REQUEST"),
         ({"type": "img2img", "image": "/nonexistent/init.png"}, "INPUT_NOT_FOUND"),
         ({"type": "img2img"}, "INVALID_REQUEST"),
-        ({"type": "workflow"}, "UNSUPPORTED"),
+        ({"type": "workflow"}, "INVALID_WORKFLOW"),
         ({"type": "txt2img", "modelPath": "/nonexistent/model"}, "MODEL_NOT_FOUND"),
     ],
 )

@@ -1,4 +1,4 @@
-"""The diffusers backend: txt2img, img2img, inpaint, variation and upscale jobs on one device.
+"""The diffusers backend: txt2img, img2img, inpaint, variation, upscale and workflow jobs on one device.
 
 It implements ``ExecutorBackend``, so the same object runs one-shot jobs (the CLI) and queued jobs
 behind the executor API (server mode). Seeds follow the A1111 convention: image ``i`` of a job uses
@@ -7,6 +7,7 @@ behind the executor API (server mode). Seeds follow the A1111 convention: image 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import threading
@@ -26,10 +27,19 @@ from kubepilot_workers.generator.pipelines import (
     PipelineCache,
     PipelineKind,
     applied_loras,
+    clip_skip_arguments,
     resolve_device,
     resolve_dtype,
 )
-from kubepilot_workers.generator.upscale import UpscalerCache
+from kubepilot_workers.generator.upscale import Upscaler, UpscalerCache
+from kubepilot_workers.generator.workflow import (
+    WorkflowPlan,
+    apply_ops,
+    fit_for_vae,
+    img2img_request,
+    load_mask,
+)
+from kubepilot_workers.generator.workflow import plan as workflow_plan
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +77,11 @@ class _StepProgress:
     """
 
     def __init__(
-        self, context: JobContext, images_total: int, writer: BackgroundWriter | None = None
+        self, context: JobContext, images_total: int, writer: BackgroundWriter | None = None, node: str = ""
     ) -> None:
         self.context = context
+        self.node = node
+        """The workflow node reported as ``currentNode`` (empty for a plain request)."""
         self.images_total = images_total
         self.writer = writer
         self.images_done = 0
@@ -113,6 +125,7 @@ class _StepProgress:
                 imagesDone=self.images_done,
                 imagesTotal=self.images_total,
                 percent=min(100, int(fraction * 100)),
+                currentNode=self.node,
                 etaSeconds=eta,
                 lastUpdatedTime=now(),
             )
@@ -164,29 +177,58 @@ class DiffusersBackend:
 
     def run(self, context: JobContext) -> list[OutputImage]:
         """Run one job (see ``ExecutorBackend.run``)."""
-        request = context.request
         self.last_load_seconds = 0.0
+        if context.request.type is GenerationType.WORKFLOW:
+            return self._workflow(context)
+        return self._run(context)
+
+    def _workflow(self, context: JobContext) -> list[OutputImage]:
+        """A ComfyUI graph of a standard shape: translated (see ``generator.workflow``), then run.
+
+        The graph names its checkpoint, so the job's ``modelPath`` (the operator's default) is not used.
+        """
+        plan = workflow_plan(context.request, context.output_dir, self.config.modelsRoot)
+        upscaler = self.upscalers.get(plan.request.upscaler) if plan.uses_upscale_model else None
+        job = dataclasses.replace(context, request=plan.request)
+        init_image = mask = None
+        if plan.request.type in (GenerationType.IMG2IMG, GenerationType.INPAINT):
+            loaded = _load_image(plan.request.image, "input image", "RGB")
+            init_image = fit_for_vae(apply_ops(loaded, plan.input_ops, upscaler, context.cancelled.is_set))
+            job = dataclasses.replace(job, request=img2img_request(plan.request, init_image))
+        if plan.request.type is GenerationType.INPAINT and init_image is not None:
+            mask = load_mask(plan.request.mask, plan.mask_channel, init_image.size, plan.grow_mask)
+        return self._run(job, init_image, plan, upscaler, mask)
+
+    def _run(
+        self,
+        context: JobContext,
+        init_image: Image.Image | None = None,
+        plan: WorkflowPlan | None = None,
+        upscaler: Upscaler | None = None,
+        mask: Image.Image | None = None,
+    ) -> list[OutputImage]:
+        """A job of a built-in type; the other arguments come from a workflow (see ``_workflow``)."""
+        request = context.request
         if request.type is GenerationType.UPSCALE:
-            return self._upscale(context)
+            return self._upscale(context) if plan is None else self._upscale_workflow(context, plan, upscaler)
         kind = _KINDS.get(request.type)
         if kind is None:
             raise ExecutionError("UNSUPPORTED", f"{request.type.value} jobs need a ComfyUI service")
         if request.width % SIZE_MULTIPLE or request.height % SIZE_MULTIPLE:
             raise ExecutionError("INVALID_REQUEST", f"width and height must be multiples of {SIZE_MULTIPLE}")
         model_path = request.modelPath or self.config.modelPath
-        init_image = mask = None
-        if kind is not PipelineKind.TXT2IMG:
+        if kind is not PipelineKind.TXT2IMG and init_image is None:
             size = (request.width, request.height)
             init_image = _load_image(request.image, "init image", "RGB").resize(
                 size, Image.Resampling.LANCZOS
             )
-        if kind is PipelineKind.INPAINT:
+        if kind is PipelineKind.INPAINT and mask is None:
             mask = _load_image(request.mask, "mask", "L").resize((request.width, request.height))
         pipeline = self.pipelines.get(model_path, kind)
         self.last_load_seconds = self.pipelines.last_load_seconds
         pipeline.scheduler = self.pipelines.scheduler_for(request.sampler)
         with applied_loras(pipeline, request.loras):
-            return self._diffuse(context, pipeline, kind, model_path, init_image, mask)
+            return self._diffuse(context, pipeline, kind, model_path, init_image, mask, plan, upscaler)
 
     def _diffuse(
         self,
@@ -196,23 +238,37 @@ class DiffusersBackend:
         model_path: str,
         init_image: Image.Image | None,
         mask: Image.Image | None,
+        plan: WorkflowPlan | None = None,
+        upscaler: Upscaler | None = None,
     ) -> list[OutputImage]:
         request = context.request
         seed = request.seed if request.seed >= 0 else secrets.randbelow(SEED_RANGE)
+        prompts: dict[str, Any] = {}
+        if plan is not None and plan.clip_skip:
+            prompts = clip_skip_arguments(pipeline, request.prompt, request.negativePrompt, plan.clip_skip)
         # Image i is written on the writer thread while image i+1 is denoised; leaving the block waits
         # for pending writes, so a cancel keeps the files of the images computed before it.
         with BackgroundWriter(context.output_dir) as writer:
-            progress = _StepProgress(context, request.count, writer)
+            progress = _StepProgress(context, request.count, writer, plan.sampler_node if plan else "")
             for index in range(request.count):
                 progress.check()
                 image_seed = seed + index
                 arguments = self._arguments(request, kind, init_image, mask)
+                if prompts:
+                    del arguments["prompt"], arguments["negative_prompt"]
+                    arguments.update(prompts)
                 arguments["generator"] = torch.Generator("cpu").manual_seed(image_seed)
                 arguments["callback_on_step_end"] = progress.step_callback
                 image = pipeline(**arguments).images[0]
                 parameters = self._parameters(context, index, image_seed, model_path, pipeline)
+                stem = ""
+                if plan is not None:
+                    # The workflow's image operations after its VAEDecode, then its SaveImage's name.
+                    image = apply_ops(image, plan.output_ops, upscaler, context.cancelled.is_set)
+                    parameters.workflow_node, stem = plan.output_node, plan.stem(index)
+                    parameters.workflow_graph = request.workflow
                 progress.image_computed(int(getattr(pipeline, "num_timesteps", 0) or request.steps))
-                writer.submit(image, parameters, progress.image_written)
+                writer.submit(image, parameters, progress.image_written, stem)
             return writer.finish()
 
     @staticmethod
@@ -292,4 +348,36 @@ class DiffusersBackend:
                 )
                 progress.image_computed(1)
                 writer.submit(result, parameters, progress.image_written)
+            return writer.finish()
+
+    def _upscale_workflow(
+        self, context: JobContext, plan: WorkflowPlan, upscaler: Upscaler | None
+    ) -> list[OutputImage]:
+        """A workflow's LoadImage → (upscale model, scale) → SaveImage chains, one image each."""
+        request = context.request
+        sources = [request.image, *request.images]
+        with BackgroundWriter(context.output_dir) as writer:
+            progress = _StepProgress(context, len(sources), writer, plan.output_node)
+            for index, source in enumerate(sources):
+                progress.check()
+                image = _load_image(source, "input image", "RGB")
+                ops = plan.image_ops[index] if index < len(plan.image_ops) else plan.output_ops
+                result = apply_ops(image, ops, upscaler, context.cancelled.is_set)
+                nodes = plan.output_nodes
+                parameters = ImageParameters(
+                    job_id=context.job_id,
+                    type=GenerationType.UPSCALE.value,
+                    index=index,
+                    seed=-1,
+                    model=upscaler.path.name if upscaler else "",
+                    width=result.width,
+                    height=result.height,
+                    upscaler=upscaler.path.name if upscaler else "resize",
+                    upscale_factor=round(result.width / image.width, 4),
+                    source_image=source,
+                    workflow_node=nodes[index] if index < len(nodes) else plan.output_node,
+                    workflow_graph=request.workflow,
+                )
+                progress.image_computed(1)
+                writer.submit(result, parameters, progress.image_written, plan.stem(index))
             return writer.finish()

@@ -28,6 +28,8 @@ from kubepilot_workers.executor.backend import ExecutionError
 
 PARAMETERS_CHUNK = "parameters"
 JSON_CHUNK = "kubepilot"
+COMFYUI_PROMPT_CHUNK = "prompt"
+"""ComfyUI's chunk with the API-format graph that made the image (dropping the PNG on ComfyUI reloads it)."""
 
 
 @dataclass
@@ -51,6 +53,10 @@ class ImageParameters:
     upscaler: str = ""
     upscale_factor: float | None = None
     source_image: str = ""
+    workflow_node: str = ""
+    """The ComfyUI output node (SaveImage) this image stands for, when a workflow made it."""
+    workflow_graph: dict[str, Any] | None = None
+    """That workflow's API-format graph, written in the PNG's ``prompt`` chunk as ComfyUI does."""
 
     def to_json(self) -> dict[str, Any]:
         """The metadata document (camelCase, like the CRDs)."""
@@ -76,6 +82,8 @@ class ImageParameters:
             data["upscaleFactor"] = self.upscale_factor
         if self.source_image:
             data["sourceImage"] = self.source_image
+        if self.workflow_node:
+            data["workflowNode"] = self.workflow_node
         return data
 
     def to_a1111(self) -> str:
@@ -149,6 +157,8 @@ def write_image(
     info = PngInfo()
     info.add_text(PARAMETERS_CHUNK, parameters.to_a1111())
     info.add_text(JSON_CHUNK, json.dumps(document, ensure_ascii=False))
+    if parameters.workflow_graph is not None:
+        info.add_text(COMFYUI_PROMPT_CHUNK, json.dumps(parameters.workflow_graph, ensure_ascii=False))
     try:
         _atomic_write(png_path, lambda stream: image.save(stream, format="PNG", pnginfo=info))
         encoded = json.dumps(document, indent=2, ensure_ascii=False).encode()
@@ -197,10 +207,14 @@ class BackgroundWriter:
         image: Image.Image,
         parameters: ImageParameters,
         on_written: Callable[[OutputImage], None] | None = None,
+        stem: str = "",
     ) -> None:
-        """Queue ``image``; once it is on disk, ``on_written`` gets its OutputImage (on the writer thread)."""
+        """Queue ``image``; once it is on disk, ``on_written`` gets its OutputImage (on the writer thread).
+
+        ``stem`` names the files instead of ``image-NNN`` (see :func:`write_image`).
+        """
         self.raise_failure()
-        self._pending.append(self._executor.submit(self._write, image, parameters, on_written))
+        self._pending.append(self._executor.submit(self._write, image, parameters, on_written, stem))
 
     def raise_failure(self) -> None:
         """Raise the error of a write that failed already; nothing while all writes succeed."""
@@ -219,12 +233,13 @@ class BackgroundWriter:
         image: Image.Image,
         parameters: ImageParameters,
         on_written: Callable[[OutputImage], None] | None,
+        stem: str = "",
     ) -> OutputImage:
         if self._failure is not None:
             message = f"image {parameters.index} not written: an earlier image failed"
             raise ExecutionError("OUTPUT_FAILED", message)
         try:
-            output = write_image(image, self.output_dir, parameters)
+            output = write_image(image, self.output_dir, parameters, stem)
         except BaseException as error:
             self._failure = error
             raise

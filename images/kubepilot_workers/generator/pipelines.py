@@ -65,7 +65,30 @@ _SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
     "dpm++ sde": ("DPMSolverSinglestepScheduler", {}),
     "unipc": ("UniPCMultistepScheduler", {}),
     "lcm": ("LCMScheduler", {}),
+    "dpm2": ("KDPM2DiscreteScheduler", {}),
+    "dpm2 a": ("KDPM2AncestralDiscreteScheduler", {}),
+    "dpm++ 2m sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
+    "deis": ("DEISMultistepScheduler", {}),
 }
+# The sigma schedules of ComfyUI's schedulers (workflows name them, e.g. dpmpp_2m + karras) on every
+# scheduler that has them: "<sampler> karras" and "<sampler> exponential".
+_SIGMA_SAMPLERS = (
+    "euler",
+    "heun",
+    "dpm2",
+    "dpm2 a",
+    "dpm++ 2m",
+    "dpm++ 2m sde",
+    "dpm++ sde",
+    "unipc",
+    "deis",
+)
+for _name in _SIGMA_SAMPLERS:
+    _class_name, _overrides = _SAMPLERS[_name]
+    for _schedule in ("karras", "exponential"):
+        _SAMPLERS.setdefault(
+            f"{_name} {_schedule}", (_class_name, {**_overrides, f"use_{_schedule}_sigmas": True})
+        )
 
 
 def sampler_names() -> list[str]:
@@ -296,3 +319,34 @@ def _unload(pipeline: Any, names: list[str]) -> None:
     if names:
         # unload_lora_weights restores the original layers, so the next job sees the bare model.
         pipeline.unload_lora_weights()
+
+
+def clip_skip_arguments(pipeline: Any, prompt: str, negative_prompt: str, clip_skip: int) -> dict[str, Any]:
+    """Pipeline arguments that encode the prompts ``clip_skip`` CLIP layers before the last one.
+
+    SD 1.x/2.x pipelines get ``prompt_embeds`` / ``negative_prompt_embeds`` computed here: diffusers'
+    own ``clip_skip`` reaches for ``text_encoder.text_model``, which transformers 5's CLIPTextModel no
+    longer has. Like diffusers (and ComfyUI's CLIPSetLastLayer), the chosen hidden state goes through the
+    final layer norm. SDXL pipelines (two encoders) keep diffusers' own ``clip_skip``.
+    """
+    if clip_skip <= 0:
+        return {"prompt": prompt, "negative_prompt": negative_prompt or None}
+    if getattr(pipeline, "text_encoder_2", None) is not None:
+        return {"prompt": prompt, "negative_prompt": negative_prompt or None, "clip_skip": clip_skip}
+    tokenizer, encoder = pipeline.tokenizer, pipeline.text_encoder
+    norm = getattr(encoder, "text_model", encoder).final_layer_norm
+
+    def encode(text: str) -> Any:
+        ids = tokenizer(
+            text,
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(encoder.device)
+        with torch.inference_mode():
+            hidden = encoder(ids, output_hidden_states=True).hidden_states
+            layer = hidden[-(min(clip_skip, len(hidden) - 1) + 1)]
+            return norm(layer).to(dtype=encoder.dtype)
+
+    return {"prompt_embeds": encode(prompt), "negative_prompt_embeds": encode(negative_prompt)}

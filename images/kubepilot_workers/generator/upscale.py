@@ -145,6 +145,12 @@ class Upscaler:
                 result[:, top * scale : bottom * scale, left * scale : right * scale] = kept
         return result
 
+    def apply_once(self, image: Image.Image, should_stop: Callable[[], bool]) -> Image.Image:
+        """One model pass at the model's own scale (ComfyUI's ImageUpscaleWithModel), tiled when large."""
+        if should_stop():
+            raise Cancelled("upscale interrupted")
+        return self._apply(image.convert("RGB"), should_stop)
+
     def upscale(self, image: Image.Image, factor: float, should_stop: Callable[[], bool]) -> Image.Image:
         """Upscale by ``factor``: model passes until reaching it, then a Lanczos resize to the exact size.
 
