@@ -1,12 +1,12 @@
 """The ComfyUI-Docker dashboard profile (API v1.0.0, native port 8080) on kubepilot's CRs.
 
-First increment (issue 12): health, system status and storage; the preset catalog with its
-installs as ModelPulls and the downloads they are; the model list from the models volume and
-model deletion; the WebSocket's ``downloads`` and ``system`` channels; the optional login
-(``auth``, ``ENABLE_AUTH``) and the rate limits (``ratelimit``); workflows (templates from a
-ConfigMap, user workflows on the outputs volume: ``workflows``). ComfyUI (queue, execute as
-GenerationJobs of type ``workflow``, history, interrupt) and the ``queue`` / ``workflows``
-channels come later.
+Issue 12: health, system status and storage; the preset catalog with its installs as ModelPulls
+and the downloads they are; the model list from the models volume and model deletion; the
+optional login (``auth``, ``ENABLE_AUTH``) and the rate limits (``ratelimit``); workflows
+(templates from a ConfigMap, user workflows on the outputs volume: ``workflows``); ComfyUI
+(health, execute, queue, history, clear queue, interrupt: ``routes_comfyui``) as GenerationJobs of
+type ``workflow`` (``executions``, shapes in ``comfyui``); the WebSocket's ``downloads``,
+``system``, ``queue`` and ``workflows`` channels (``ws``).
 
 Decisions (document vs product shapes, deviations):
 
@@ -45,6 +45,33 @@ Decisions (document vs product shapes, deviations):
   ``ratelimit``): with several replicas, the limit is per replica and a revoked token stays
   valid on the others until it expires.
 - ``resources.gpu_percent`` is 0: GPU telemetry is not wired into this profile yet.
+- An execution's ``prompt_id`` is a UUID4 chosen by the gateway; the GenerationJob is
+  ``comfyui-<prompt_id>`` with the label ``kubepilot.io/prompt-id``. ``number`` is the job's
+  1-based place in this profile's queue now (running first, then by the service's queue position,
+  priority and submission time), not ComfyUI's ever-growing counter: the guide's example numbers
+  the running job 1 and the next 2, and our one-shot generator Jobs have no global counter.
+- Backend: a ComfyUI ServiceInstance in the namespace takes every execution (``spec.serviceRef``;
+  stopped, it is started when ``autoStartComfyUI``); without one, the operator runs the graph on
+  our diffusers generator, and a graph it cannot translate is refused up front with 400
+  ``INVALID_WORKFLOW`` naming the unsupported node types (``details.unsupported_node_types``). A
+  history entry's ``backend`` says which engine ran it (``comfyui`` / ``diffusers``).
+- 503 ``COMFYUI_UNAVAILABLE``: health while the ComfyUI service exists but is not Running and ready;
+  execute only while it is in phase ``Error``. 507 ``QUEUE_FULL`` (the guide's status) once
+  ``maxQueueSize`` executions are unfinished (counted per replica, so replicas may overshoot by one).
+- Clear queue (``type`` ``pending`` by default, ``running``, ``all``; other values 400) sets
+  ``spec.cancel`` with ``cancelReason: QueueCleared``; interrupt cancels the running executions
+  with ``Interrupted`` and answers their ``prompt_ids`` besides the seed's ``status``. A cleared
+  pending job leaves the queue at once; an interrupted one shows as running until it stops.
+- History: ``GET /api/comfyui/history/{prompt_id}`` (the seed's) answers for any execution of this
+  profile, with its current status (``pending``, ``running``, ``completed``, ``failed``,
+  ``cancelled``), ``backend`` and, when it did not complete, ``error``; ``GET /api/comfyui/history``
+  (ours) lists finished ones, newest first. A finished execution's GenerationJob (its history) is
+  kept ``executionTtlSeconds`` (7 days by default); its images stay on the outputs volume. An
+  unknown prompt id is 404 ``PROMPT_NOT_FOUND`` (a code of ours).
+- ``workflow_progress``'s ``value`` / ``max`` is the overall fraction (``max`` 1.0, as the seed's
+  example), ``node`` the executing node (null while unknown); ``step``, ``total_steps`` and
+  ``percent`` are ours. A failed execution is an ``error`` message with code ``EXECUTION_FAILED``
+  (ours) on the ``workflows`` channel.
 """
 
 from __future__ import annotations
@@ -62,12 +89,13 @@ from kubepilot_gateway.app.errors import install_error_envelope
 from kubepilot_gateway.app.settings import CorsSettings
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.profiles import Profile
-from kubepilot_gateway.profiles.comfyui_docker import routes, routes_workflows, ws
+from kubepilot_gateway.profiles.comfyui_docker import routes, routes_comfyui, routes_workflows, ws
 from kubepilot_gateway.profiles.comfyui_docker.auth import Authenticator, auth_middleware
 from kubepilot_gateway.profiles.comfyui_docker.auth import create_router as create_auth_router
 from kubepilot_gateway.profiles.comfyui_docker.config import PROFILE_NAME, comfyui_docker_settings
 from kubepilot_gateway.profiles.comfyui_docker.dashboard import Dashboard
 from kubepilot_gateway.profiles.comfyui_docker.errors import envelope
+from kubepilot_gateway.profiles.comfyui_docker.executions import Executions
 from kubepilot_gateway.profiles.comfyui_docker.ratelimit import rate_limit_middleware
 from kubepilot_gateway.profiles.comfyui_docker.workflows import Workflows
 
@@ -119,9 +147,12 @@ def build_app(ctx: GatewayContext, *, cors: bool = True) -> FastAPI:
     app.state.dashboard = board
     app.state.auth = auth
     app.include_router(routes.create_router(board))
+    executions = Executions(ctx, settings)
+    app.state.executions = executions
     app.include_router(routes_workflows.create_router(board, Workflows(ctx, settings)))
+    app.include_router(routes_comfyui.create_router(executions))
     app.include_router(create_auth_router(auth))
-    app.include_router(ws.create_router(board, auth))
+    app.include_router(ws.create_router(board, executions, auth))
     return app
 
 

@@ -81,6 +81,24 @@ class ComfyUiDockerSettings(Strict):
         default=5.0, gt=0, description="Interval of the WebSocket's system_status messages."
     )
 
+    maxQueueSize: int = Field(
+        default=100,
+        gt=0,
+        description="Unfinished workflow executions (pending and running) this profile holds; an execute "
+        "beyond it is 507 QUEUE_FULL.",
+    )
+    autoStartComfyUI: bool = Field(
+        default=True,
+        description="An execution queued for a stopped ComfyUI ServiceInstance starts it "
+        "(spec.autoStartService of the GenerationJob).",
+    )
+    executionTtlSeconds: int | None = Field(
+        default=7 * 24 * 3600,
+        ge=0,
+        description="How long a finished execution's GenerationJob (its history entry) is kept; "
+        "unset keeps it until deleted. The images stay on the outputs volume either way.",
+    )
+
     def auth_enabled(self, environ: Mapping[str, str]) -> bool:
         if self.enableAuth is not None:
             return self.enableAuth

@@ -370,5 +370,5 @@ class Dashboard:
         for service in self.ctx.cache.list(resource_for("ServiceInstance"), self.namespace):
             if (service.get("spec") or {}).get("serviceType") == "comfyui":
                 phase = str((service.get("status") or {}).get("phase") or "Pending")
-                return {"Running": "running", "Failed": "error"}.get(phase, phase.lower())
+                return {"Running": "running", "Error": "error", "Failed": "error"}.get(phase, phase.lower())
         return "stopped"

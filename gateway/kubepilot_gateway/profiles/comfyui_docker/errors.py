@@ -3,7 +3,8 @@
 The seed names the codes; issue 12 gives their statuses from the product's companion guide
 (docs/API.md): 404 ``PRESET_NOT_FOUND``, 409 ``PRESET_ALREADY_INSTALLED``, 500
 ``DOWNLOAD_FAILED``, 507 ``INSUFFICIENT_STORAGE``, 503 ``COMFYUI_UNAVAILABLE``, 400
-``INVALID_WORKFLOW``, 404 ``MODEL_NOT_FOUND``, 401 ``UNAUTHORIZED``, 429 ``RATE_LIMIT_EXCEEDED``.
+``INVALID_WORKFLOW``, 404 ``MODEL_NOT_FOUND``, 507 ``QUEUE_FULL``, 401 ``UNAUTHORIZED``, 429
+``RATE_LIMIT_EXCEEDED``.
 Errors the seed has no code for get a code of ours from their status
 (``INVALID_REQUEST`` for bad input, answered 400 like the product's other input errors).
 """

@@ -5,7 +5,12 @@ Client → server: ``subscribe`` / ``unsubscribe`` with a ``channels`` array (``
 Server → client: ``download_progress``, ``download_complete`` and ``error`` (``DOWNLOAD_FAILED``)
 from this profile's ModelPull changes on the bus, each only while the client is subscribed to
 ``downloads``; ``system_status`` (CPU, memory, GPU and disk percents) every
-``systemStatusSeconds`` while subscribed to ``system``.
+``systemStatusSeconds`` while subscribed to ``system``; ``queue_update`` (integer counts and the
+running task) on every change of this profile's ComfyUI queue (an execution added, started,
+finished or removed) while subscribed to ``queue``; ``workflow_progress`` on every change of a
+running execution's ``status.progress``, ``workflow_output`` when one completes with images and an
+``error`` ``EXECUTION_FAILED`` (details: ``prompt_id`` and the job's error code) when one fails,
+while subscribed to ``workflows`` (shapes in ``comfyui``).
 
 With auth on, the token comes as ``?token=`` or in a first ``{"type": "auth", "token"}`` message
 (within ten seconds); a missing or invalid one is answered with an ``error`` ``UNAUTHORIZED`` and
@@ -18,7 +23,8 @@ messages (``INVALID_REQUEST``, or the install's own code) for anything the serve
 
 The bus is subscribed before the first message is read, so a change made after the client's
 ``subscribed`` arrives is never missed. When the bus reports lost events (``Lagged``), a
-``download_progress`` per unfinished download re-sends the current state.
+``download_progress`` per unfinished download, a ``queue_update`` and a ``workflow_progress`` per
+running execution re-send the current state (to the channels subscribed).
 """
 
 from __future__ import annotations
@@ -33,9 +39,11 @@ from starlette.websockets import WebSocketDisconnect
 
 from kubepilot_api.constants import LABEL_PROFILE
 from kubepilot_gateway.bus import Lagged, ResourceEvent
+from kubepilot_gateway.profiles.comfyui_docker import comfyui as cf
 from kubepilot_gateway.profiles.comfyui_docker import downloads as dl
 from kubepilot_gateway.profiles.comfyui_docker.auth import Authenticator
 from kubepilot_gateway.profiles.comfyui_docker.dashboard import MODEL_PULLS, Dashboard
+from kubepilot_gateway.profiles.comfyui_docker.executions import GENERATION_JOBS, Executions
 
 JsonObject = dict[str, Any]
 CHANNELS = ("downloads", "queue", "system", "workflows")
@@ -51,11 +59,13 @@ def error_message(code: str, message: str, details: Any = None) -> JsonObject:
 class Connection:
     """One client: its channels and a send lock (the bus pump and the reader both send)."""
 
-    def __init__(self, websocket: WebSocket, board: Dashboard) -> None:
+    def __init__(self, websocket: WebSocket, board: Dashboard, executions: Executions) -> None:
         self.websocket = websocket
         self.board = board
+        self.executions = executions
         self.channels: set[str] = set()
         self._lock = asyncio.Lock()
+        self._queue_seen = cf.queue_signature(executions.jobs())
 
     async def send(self, message: JsonObject) -> None:
         async with self._lock:
@@ -64,20 +74,51 @@ class Connection:
     async def pump(self, events: Any) -> None:
         """Bus → client, filtered by channel."""
         async for item in events:
-            if "downloads" not in self.channels:
-                continue
             if isinstance(item, Lagged):
-                for pull in self.board.pulls():
-                    if dl.phase(pull) in dl.ACTIVE:
-                        await self.send(dl.progress_message(pull))
-                continue
-            if not isinstance(item, ResourceEvent) or item.type == "DELETED":
-                continue
-            labels = dl.meta(item.object).get("labels") or {}
-            if labels.get(LABEL_PROFILE) != dl.PROFILE_NAME:
-                continue
-            for message in dl.events_for(item.old, item.object):
+                await self._resync()
+            elif isinstance(item, ResourceEvent) and item.kind == GENERATION_JOBS.kind:
+                await self._execution_changed(item)
+            elif isinstance(item, ResourceEvent) and "downloads" in self.channels:
+                await self._download_changed(item)
+
+    async def _download_changed(self, item: ResourceEvent) -> None:
+        if item.type == "DELETED":
+            return
+        labels = dl.meta(item.object).get("labels") or {}
+        if labels.get(LABEL_PROFILE) != dl.PROFILE_NAME:
+            return
+        for message in dl.events_for(item.old, item.object):
+            await self.send(message)
+
+    async def _execution_changed(self, item: ResourceEvent) -> None:
+        if not cf.is_ours(item.object):
+            return
+        await self._queue_changed(force=False)
+        if "workflows" in self.channels and item.type != "DELETED":
+            for message in cf.workflow_events(item.old, item.object, self.executions.outputs_root):
                 await self.send(message)
+
+    async def _queue_changed(self, *, force: bool) -> None:
+        """A ``queue_update`` when the queue differs from the last one this client was sent (or
+        ``force``); the queue is tracked whether or not the client is subscribed."""
+        jobs = self.executions.jobs()
+        signature = cf.queue_signature(jobs)
+        changed = force or signature != self._queue_seen
+        self._queue_seen = signature
+        if changed and "queue" in self.channels:
+            await self.send(cf.queue_update(jobs))
+
+    async def _resync(self) -> None:
+        """After lost events: the current state of every subscribed channel's subjects."""
+        if "downloads" in self.channels:
+            for pull in self.board.pulls():
+                if dl.phase(pull) in dl.ACTIVE:
+                    await self.send(dl.progress_message(pull))
+        await self._queue_changed(force=True)
+        if "workflows" in self.channels:
+            for job in cf.queue_order(self.executions.jobs()):
+                if cf.phase(job) == "Processing" and cf.status(job).get("progress"):
+                    await self.send(cf.progress_message(job))
 
     async def system_ticks(self) -> None:
         """``system_status`` every ``systemStatusSeconds`` while the client is subscribed to ``system``."""
@@ -198,7 +239,7 @@ async def receive_text(websocket: WebSocket) -> str | None:
             return bytes(message["bytes"]).decode("utf-8", errors="replace")
 
 
-def create_router(board: Dashboard, auth: Authenticator) -> APIRouter:
+def create_router(board: Dashboard, executions: Executions, auth: Authenticator) -> APIRouter:
     router = APIRouter()
 
     @router.websocket("/ws")
@@ -206,8 +247,9 @@ def create_router(board: Dashboard, auth: Authenticator) -> APIRouter:
         await websocket.accept()
         if auth.enabled and not await authenticate(websocket, auth):
             return
-        connection = Connection(websocket, board)
-        async with board.ctx.bus.subscribe(kinds=[MODEL_PULLS.kind], namespace=board.namespace) as events:
+        connection = Connection(websocket, board, executions)
+        kinds = [MODEL_PULLS.kind, GENERATION_JOBS.kind]
+        async with board.ctx.bus.subscribe(kinds=kinds, namespace=board.namespace) as events:
             pump = asyncio.create_task(connection.pump(events))
             ticks = asyncio.create_task(connection.system_ticks())
             try:
