@@ -48,8 +48,11 @@ RULES: tuple[Rule, ...] = (
     # watched (the gateway must not hold every Secret); names are profile settings, so no
     # resourceNames.
     Rule(SECRETS.group, (SECRETS.plural,), ("get", "create", "patch")),
-    # The model manifest and default training config ConfigMaps, read by name.
-    Rule(CONFIGMAPS.group, (CONFIGMAPS.plural,), ("get",)),
+    # ConfigMaps by name, never listed: read (the model manifest, training configs, catalogs), and
+    # the profiles' own small documents written (sd.cpp Studio's options, HomePilot's edit sessions
+    # and model preferences: created, replaced with a resourceVersion check so concurrent writers
+    # never lose an update, patched, and deleted when a session is).
+    Rule(CONFIGMAPS.group, (CONFIGMAPS.plural,), ("get", "create", "update", "patch", "delete")),
 )
 """Rights in the namespace the profiles work in."""
 

@@ -44,6 +44,12 @@ NEEDED: list[Grant] = [
     ("", "secrets", "create"),
     ("", "secrets", "patch"),
     ("", "configmaps", "get"),
+    # The profiles' own documents: sd.cpp Studio's options (merge patch), HomePilot's edit sessions
+    # and preferences (replaced under a resourceVersion check; a session's is deleted with it).
+    ("", "configmaps", "create"),
+    ("", "configmaps", "patch"),
+    ("", "configmaps", "update"),
+    ("", "configmaps", "delete"),
 ]
 
 NOT_NEEDED: list[Grant] = [
@@ -59,8 +65,8 @@ NOT_NEEDED: list[Grant] = [
     (GROUP, "modelpulls/status", "patch"),  # status is the operator's alone
     (GROUP, "trainingruns", "update"),  # every write is a patch
     (GROUP, "generationjobs", "deletecollection"),
-    ("", "configmaps", "patch"),  # only the schedule ConfigMap, in the operator namespace
-    ("", "configmaps", "create"),
+    ("", "configmaps", "list"),  # by name only: the namespace's other ConfigMaps are not the gateway's
+    ("", "configmaps", "watch"),
     ("", "events", "create"),
     ("coordination.k8s.io", "leases", "update"),  # no leader election in the gateway
     ("rbac.authorization.k8s.io", "roles", "create"),
