@@ -31,7 +31,8 @@ class GenerationType(StrEnum):
     VARIATION = "variation"
     UPSCALE = "upscale"
     WORKFLOW = "workflow"
-    """A ComfyUI workflow graph in ``workflow``, run by a ComfyUI service."""
+    """A ComfyUI workflow graph in ``workflow``: run by a ComfyUI service, or, for the standard
+    shapes, translated node by node and run by the diffusers generator."""
 
 
 class LoraWeight(KubeModel):

@@ -1,4 +1,5 @@
-"""The operator's upscaler setting and how a job's upscaler name reaches the generator."""
+"""The operator's upscaler setting and how a job's upscaler name reaches the generator; the inputs
+folder every generator is told."""
 
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ def test_one_shot_and_service_generators_are_given_the_upscalers() -> None:
     }
     request = gen.request(SETTINGS, job, "", [])
     assert request.upscaler == "/models/upscale_models/x.pth"
-    assert gen.oneshot_config(SETTINGS, job, request)["upscalers"] == upscalers(SETTINGS)
+    oneshot = gen.oneshot_config(SETTINGS, job, request)
+    assert oneshot["upscalers"] == upscalers(SETTINGS) and oneshot["inputsDir"] == "/outputs/inputs"
     service = {
         "apiVersion": "kubepilot.io/v1alpha1",
         "kind": "ServiceInstance",
@@ -60,3 +62,4 @@ def test_one_shot_and_service_generators_are_given_the_upscalers() -> None:
     }
     config = svc.worker_config(SETTINGS, service, "")
     assert config is not None and config["upscalers"] == upscalers(SETTINGS)
+    assert config["inputsDir"] == "/outputs/inputs"

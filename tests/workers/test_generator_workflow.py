@@ -24,7 +24,7 @@ from kubepilot_workers.adapters.comfyui_graph import standard_graph
 from kubepilot_workers.executor.backend import ExecutionError, JobContext
 from kubepilot_workers.generator.backend import DiffusersBackend
 from kubepilot_workers.generator.outputs import read_parameters
-from kubepilot_workers.generator.workflow import inputs_root, load_mask
+from kubepilot_workers.generator.workflow import inputs_root, load_mask, plan
 from kubepilot_workers.tinymodels import save_tiny_sd, save_tiny_upscaler
 
 Graph = dict[str, Any]
@@ -373,3 +373,17 @@ def test_unrunnable_workflows_fail_with_a_code_and_write_nothing(
 def test_the_inputs_folder_is_on_the_volume_of_the_jobs_folder() -> None:
     assert inputs_root(Path("/data/outputs/generations/ns/job-1")) == Path("/data/outputs/inputs")
     assert inputs_root(Path("/tmp/elsewhere")) == Path("/tmp/elsewhere/inputs")
+
+
+def test_the_configured_inputs_folder_is_where_load_image_names_resolve(
+    volumes: dict[str, Path], tmp_path: Path
+) -> None:
+    """The operator's ``inputsDir`` wins; without it the folder is found from the job's folder."""
+    request = GenerationRequest(type=GenerationType.IMG2IMG, prompt="p", image="/x/red.png", steps=2)
+    graph = adapter_graph(request, uploaded={"/x/red.png": "red.png [input]"})
+    workflow = GenerationRequest(type=GenerationType.WORKFLOW, workflow=graph)
+    staged = tmp_path / "staged-inputs"
+    configured = plan(workflow, job_dir(volumes, "wf-in"), str(volumes["models"]), str(staged))
+    assert configured.request.image == str(staged / "red.png")
+    derived = plan(workflow, job_dir(volumes, "wf-in"), str(volumes["models"]))
+    assert derived.request.image == str(volumes["outputs"] / "inputs" / "red.png")

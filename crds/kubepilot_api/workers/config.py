@@ -138,6 +138,11 @@ class GeneratorConfig(KubeModel):
         default_factory=dict,
         description="Upscaler name → absolute model file (e.g. 'RealESRGAN 4x+' → .pth).",
     )
+    inputsDir: str = Field(
+        default="",
+        description="Absolute folder a workflow's LoadImage names resolve in (the outputs volume's "
+        "inputs/); empty: found from the job's image folder.",
+    )
     device: str = Field(default="auto", description="torch device: auto, cpu, cuda, cuda:1, ...")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         default="auto", description="Weights dtype."

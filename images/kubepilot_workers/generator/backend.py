@@ -187,7 +187,9 @@ class DiffusersBackend:
 
         The graph names its checkpoint, so the job's ``modelPath`` (the operator's default) is not used.
         """
-        plan = workflow_plan(context.request, context.output_dir, self.config.modelsRoot)
+        plan = workflow_plan(
+            context.request, context.output_dir, self.config.modelsRoot, self.config.inputsDir
+        )
         upscaler = self.upscalers.get(plan.request.upscaler) if plan.uses_upscale_model else None
         job = dataclasses.replace(context, request=plan.request)
         init_image = mask = None

@@ -16,9 +16,9 @@ operations with PIL and the upscale models, the way ComfyUI's nodes do:
 * ``CLIPSetLastLayer``: the pipeline's ``clip_skip``. The progress names the KSampler node as its
   ``currentNode`` (the ComfyUI-Docker WebSocket's ``workflow_progress`` node).
 
-Input images (``LoadImage``) are read from ``<outputs volume>/inputs/``: the outputs volume is the
-one the job's image folder is on, found from that folder (``<outputs>/generations/<ns>/<job>``, the
-operator's layout) since the generator is not told the volume's root. Files are named after the
+Input images (``LoadImage``) are read from ``<outputs volume>/inputs/``: the config's ``inputsDir``
+(the operator sets it), or for a config without one, the folder found from the job's image folder
+(``<outputs>/generations/<ns>/<job>``, the operator's layout). Files are named after the
 SaveImage's ``filename_prefix`` as ComfyUI names them: ``<prefix>_00001_.png``.
 """
 
@@ -99,13 +99,18 @@ class WorkflowPlan:
         return f"{self.prefix}_{index + 1:05d}_"
 
 
-def plan(request: GenerationRequest, output_dir: Path, models_root: str) -> WorkflowPlan:
-    """Translate a ``workflow`` job's graph; ExecutionError INVALID_WORKFLOW when it cannot run here."""
+def plan(
+    request: GenerationRequest, output_dir: Path, models_root: str, inputs_dir: str = ""
+) -> WorkflowPlan:
+    """Translate a ``workflow`` job's graph; ExecutionError INVALID_WORKFLOW when it cannot run here.
+
+    ``inputs_dir`` is the config's ``inputsDir`` (the operator sets it); empty: :func:`inputs_root`.
+    """
     if not request.workflow:
         raise ExecutionError(INVALID_WORKFLOW, "type workflow needs a workflow graph")
     if not models_root:
         raise ExecutionError("INVALID_CONFIG", "the generator's config has no modelsRoot")
-    inputs = inputs_root(output_dir)
+    inputs = Path(inputs_dir) if inputs_dir else inputs_root(output_dir)
     try:
         translated = translate(request.workflow, models_root, inputs_root=str(inputs))
     except WorkflowError as error:

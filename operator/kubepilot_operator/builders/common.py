@@ -41,6 +41,15 @@ class UnknownGpuProfile(ValueError):
     """A CR names a GPU profile the operator settings do not define."""
 
 
+INPUTS = "inputs"
+"""The outputs volume's folder of input images (uploads staged by the gateway, ComfyUI's input/)."""
+
+
+def inputs_dir(settings: Settings) -> str:
+    """Where a generator finds a workflow's LoadImage files: the outputs volume's ``inputs/``."""
+    return f"{settings.storage.outputs.mountPath.rstrip('/')}/{INPUTS}"
+
+
 def meta(cr: Obj) -> Obj:
     return dict(cr.get("metadata") or {})
 

@@ -7,7 +7,7 @@ import posixpath
 from kubepilot_api.generationjob import GenerationJob
 from kubepilot_api.workers.config import GenerationRequest, GeneratorConfig, GeneratorMode, LoraFile, Workload
 from kubepilot_api.workers.executor import ExecutorSubmit, ReportTarget
-from kubepilot_operator.builders.common import Obj, job_manifest, meta, pod_template
+from kubepilot_operator.builders.common import Obj, inputs_dir, job_manifest, meta, pod_template
 from kubepilot_operator.builders.upscalers import upscaler, upscalers
 from kubepilot_operator.settings import Settings
 
@@ -82,6 +82,7 @@ def oneshot_config(settings: Settings, cr: Obj, generation: GenerationRequest) -
         outputsDir=posixpath.join(settings.storage.outputs.mountPath, output_dir(cr)),
         request=generation,
         upscalers=upscalers(settings),
+        inputsDir=inputs_dir(settings),
     )
     return config.to_dict()
 

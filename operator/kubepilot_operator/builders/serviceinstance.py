@@ -7,7 +7,14 @@ import posixpath
 
 from kubepilot_api.serviceinstance import ServiceInstance
 from kubepilot_api.workers.config import AdapterConfig, GeneratorConfig, GeneratorMode, Workload
-from kubepilot_operator.builders.common import Obj, child_meta, meta, pod_template, service_manifest
+from kubepilot_operator.builders.common import (
+    Obj,
+    child_meta,
+    inputs_dir,
+    meta,
+    pod_template,
+    service_manifest,
+)
 from kubepilot_operator.builders.upscalers import upscalers
 from kubepilot_operator.naming import RESTART_ANNOTATION, selector, short_hash
 from kubepilot_operator.settings import ServiceCatalogEntry, Settings
@@ -67,6 +74,7 @@ def worker_config(settings: Settings, cr: Obj, model: str) -> Obj | None:
             outputsDir=outputs,
             port=entry.executorPort,
             upscalers=upscalers(settings),
+            inputsDir=inputs_dir(settings),
         ).to_dict()
     if entry.executor == "adapter" and entry.adapterBackend:
         backend_port = ports(si, entry)[0][1]
