@@ -67,7 +67,7 @@ def test_a_workflow_runs_as_a_oneshot_generator_job_and_an_unsupported_one_fails
     good = {"type": "workflow", "workflow": txt2img_graph(64, 48, 2)}
     unsupported = txt2img_graph(64, 64, 1)
     unsupported["10"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "canny.pth"}}
-    # Both at once: the two one-shot pods start side by side.
+    # Both at once: the good one runs as a one-shot pod, the other is refused without one.
     objects.create("generationjobs", "GenerationJob", "wf", good)
     objects.create("generationjobs", "GenerationJob", "wf-bad", {"type": "workflow", "workflow": unsupported})
 
@@ -91,3 +91,6 @@ def test_a_workflow_runs_as_a_oneshot_generator_job_and_an_unsupported_one_fails
     assert failed["error"]["code"] == "INVALID_WORKFLOW"
     assert "ControlNetLoader" in failed["error"]["message"]
     assert not failed.get("outputs")
+    # Refused by the operator before any pod: no Job was started for it.
+    assert not [job.metadata.name for job in objects.jobs() if job.metadata.name.startswith("wf-bad")]
+    assert condition(failed, "Failed")["reason"] == "GenerationFailed"

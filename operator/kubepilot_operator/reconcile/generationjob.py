@@ -18,12 +18,13 @@ from pydantic import ValidationError
 
 from kubepilot_api.conditions import ConditionReason as R
 from kubepilot_api.conditions import ConditionType as T
-from kubepilot_api.generationjob import GenerationJob
+from kubepilot_api.generationjob import GenerationJob, GenerationType
 from kubepilot_api.workers.executor import JOBS_PATH, ExecutorJob
 from kubepilot_api.workers.progress import GenerationReport, WorkState
+from kubepilot_api.workers.workflow import WorkflowError, translate
 from kubepilot_operator import kube
 from kubepilot_operator.builders import generationjob as build
-from kubepilot_operator.builders.common import job_drift, report_url
+from kubepilot_operator.builders.common import inputs_dir, job_drift, report_url
 from kubepilot_operator.conditions import ConditionSet, timestamp
 from kubepilot_operator.naming import FINALIZER
 from kubepilot_operator.reconcile import podstate
@@ -343,9 +344,39 @@ def _follow_service(
     return POLL_SECONDS
 
 
+def _refuse_unrunnable_workflow(request: Any, ctx: Context, status: Obj, conditions: ConditionSet) -> bool:
+    """A workflow the diffusers generator cannot run fails here, before a pod is started for it.
+
+    The generator translates with the same function; running it here saves a pod's start and says
+    at once which node types are missing (the job would fail with the same INVALID_WORKFLOW).
+    """
+    if request.type != GenerationType.WORKFLOW:
+        return False
+    try:
+        translate(
+            request.workflow or {},
+            ctx.settings.storage.models.mountPath,
+            inputs_root=inputs_dir(ctx.settings),
+        )
+    except WorkflowError as error:
+        message = f"{error.code}: {error.message}"
+        status.update(
+            phase="Failed",
+            completedAt=timestamp(),
+            queuePosition=-1,
+            error={"code": error.code, "message": error.message},
+        )
+        conditions.set(T.PROGRESSING, False, R.GENERATION_FAILED, message)
+        conditions.set(T.FAILED, True, R.GENERATION_FAILED, message)
+        return True
+    return False
+
+
 def _start_oneshot(
     ctx: Context, cr: Obj, request: Any, status: Obj, conditions: ConditionSet
 ) -> float | None:
+    if _refuse_unrunnable_workflow(request, ctx, status, conditions):
+        return None
     ctx.ensure_worker_account(cr["metadata"]["namespace"])
     ctx.ensure_secret(cr, build.oneshot_config(ctx.settings, cr, request))
     desired = build.oneshot_job(ctx.settings, cr)
