@@ -1,5 +1,6 @@
 """A ComfyUI workflow GenerationJob with no ComfyUI service: the operator runs it as a one-shot job of
-our diffusers generator, which translates the graph node by node (issue 12 §3).
+our diffusers generator, which translates the graph node by node (issue 12 §3), or hands it to a
+running generator service.
 
 End to end through the devcluster, the real operator and the generator worker (run as a local
 process); the tiny Stable Diffusion model stands for a checkpoint in ``checkpoints/``.
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.operator.harness import Objects, OperatorProcess, Storage, condition
+from tests.operator.harness import Objects, OperatorProcess, Storage, condition, tiny_generator
 
 pytestmark = pytest.mark.slow
 
@@ -94,3 +95,21 @@ def test_a_workflow_runs_as_a_oneshot_generator_job_and_an_unsupported_one_fails
     # Refused by the operator before any pod: no Job was started for it.
     assert not [job.metadata.name for job in objects.jobs() if job.metadata.name.startswith("wf-bad")]
     assert condition(failed, "Failed")["reason"] == "GenerationFailed"
+
+
+def test_a_workflow_goes_to_a_running_generator_service_when_there_is_one(
+    operator: OperatorProcess, objects: Objects, storage: Storage, checkpoint: str
+) -> None:
+    tiny_generator(objects, "warm")
+    objects.wait_phase("serviceinstances", "warm", "Running", timeout=90)
+    objects.create(
+        "generationjobs",
+        "GenerationJob",
+        "wf-warm",
+        {"type": "workflow", "workflow": txt2img_graph(64, 64, 1)},
+    )
+    done = objects.wait_phase("generationjobs", "wf-warm", "Completed", "Failed", timeout=120)
+    assert done["phase"] == "Completed", done
+    assert done["assignedService"] == "warm" and condition(done, "Scheduled")["reason"] == "Dispatched"
+    assert [Path(o["path"]).name for o in done["outputs"]] == ["lighthouse_00001_.png"]
+    assert [job.metadata.name for job in objects.jobs()] == [], "no one-shot Job"

@@ -195,7 +195,16 @@ def _cancelled(status: Obj, conditions: ConditionSet, reason: str, message: str)
 
 
 def _candidates(ctx: Context, cr: Obj, model: str) -> list[Obj]:
-    """Running, ready services that execute jobs and serve this model, least queued first."""
+    """Running, ready services that execute jobs and serve this model, least queued first.
+
+    A workflow goes to ComfyUI services first; a graph the diffusers generator can translate also
+    goes to running generator services (warm, so no one-shot pod start), whatever model they serve:
+    the graph names its own checkpoint.
+    """
+    spec = cr.get("spec") or {}
+    wants_workflow = spec.get("type") == "workflow"
+    generator_can_run = wants_workflow and _translatable(ctx, spec.get("workflow") or {})
+    comfy: list[Obj] = []
     result = []
     for si in ctx.cache.all("serviceinstances", cr["metadata"]["namespace"]):
         state = si.get("status") or {}
@@ -204,8 +213,13 @@ def _candidates(ctx: Context, cr: Obj, model: str) -> list[Obj]:
         entry = ctx.settings.services.get(str((si.get("spec") or {}).get("serviceType")))
         if entry is None or entry.executor == "none":
             continue
-        wants_workflow = (cr.get("spec") or {}).get("type") == "workflow"
-        if wants_workflow != (entry.adapterBackend == "comfyui"):
+        if entry.adapterBackend == "comfyui":
+            if wants_workflow:
+                comfy.append(si)
+            continue
+        if wants_workflow:
+            if generator_can_run and entry.executor == "native":
+                result.append(si)
             continue
         models = (si.get("spec") or {}).get("models") or []
         if model and models and model not in models:
@@ -216,7 +230,15 @@ def _candidates(ctx: Context, cr: Obj, model: str) -> list[Obj]:
         queue = (si.get("status") or {}).get("queue") or {}
         return int(queue.get("pending", 0)) + int(queue.get("running", 0)), si["metadata"]["name"]
 
-    return sorted(result, key=load)
+    return sorted(comfy, key=load) + sorted(result, key=load)
+
+
+def _translatable(ctx: Context, graph: Obj) -> bool:
+    try:
+        translate(graph, ctx.settings.storage.models.mountPath, inputs_root=inputs_dir(ctx.settings))
+    except WorkflowError:
+        return False
+    return True
 
 
 def _schedule(
