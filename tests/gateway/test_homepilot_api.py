@@ -2,11 +2,13 @@
 answered from the cluster and the volumes, API keys as a Secret, and the docs.
 
 The HomePilot application cannot run here (its image is not available), so a small real aiohttp
-server on 127.0.0.1 plays it: it records every request (method, path, query, headers, body bytes)
-and answers with a status and body the test chooses, or streams a body in chunks. No operator
-runs: the tests create the application's ServiceInstance and write the status the operator would
-(phase, ready, endpoint) through the status subresource. Its ``serviceType`` is ``jupyter``
-because the API has no ``homepilot`` type yet (the profile only reads the status).
+server on 127.0.0.1 plays it (``FakeHomePilot``, also used by ``test_homepilot_proxy`` and the
+end-to-end tests): it records every request (method, path, query, headers, body bytes) and what
+it answered, answers with a status and body the test chooses, streams a body in chunks (one
+stream waits for the test between chunks), sleeps on ``?delay=``, and keeps story sessions the
+way HomePilot's story store does (``GET /story/{id}``, ``POST /story/scene/image``). No operator
+runs: the tests create the application's ServiceInstance (``serviceType: homepilot``) and write
+the status the operator would (phase, ready, endpoint) through the status subresource.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ JsonObject = dict[str, Any]
 SI = resource_for("ServiceInstance")
 APP = "homepilot"
 CHUNKS = [b"data: one\n\n", b"data: two\n\n", b"data: three\n\n"]
+PROVIDER_KEY = "hf_provider_key_0123456789"
 
 
 @dataclass
@@ -43,6 +46,9 @@ class Seen:
     query: str
     headers: dict[str, str]
     body: bytes
+    status: int = 0
+    """What the application answered (0 for a streamed answer)."""
+    answer: bytes = b""
 
 
 @dataclass
@@ -51,42 +57,75 @@ class FakeHomePilot:
 
     url: str = ""
     seen: list[Seen] = field(default_factory=list)
+    stories: dict[str, JsonObject] = field(default_factory=dict)
+    """Story sessions as ``GET /story/{id}`` answers them (HomePilot's ``get_story``)."""
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    """``/stream-gated`` sends its first chunk, then waits for this before the rest."""
 
     def last(self) -> Seen:
         assert self.seen, "the application received nothing"
         return self.seen[-1]
 
 
+def _story_answer(fake: FakeHomePilot, request: web.Request, body: bytes) -> web.Response | None:
+    """HomePilot's story store, for the routes the profile reads and writes."""
+    if request.method == "POST" and request.path == "/story/scene/image":
+        data = json.loads(body)
+        story = fake.stories.get(str(data.get("session_id")))
+        scene = next((s for s in (story or {}).get("scenes", []) if s["idx"] == data.get("scene_idx")), None)
+        if scene is None:
+            return web.json_response({"ok": False, "error": "Scene not found"}, status=404)
+        scene["image_url"] = data["image_url"]
+        return web.json_response({"ok": True})
+    if request.method == "GET" and request.path.startswith("/story/") and request.path.count("/") == 2:
+        found = fake.stories.get(request.path.removeprefix("/story/"))
+        if found is None:
+            return web.json_response({"ok": False, "error": "session not found"}, status=404)
+        return web.json_response(found)
+    return None
+
+
 def fake_app(fake: FakeHomePilot) -> web.Application:
     async def any_route(request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        fake.seen.append(
-            Seen(
-                request.method,
-                request.path,
-                request.raw_path.partition("?")[2],
-                {k.lower(): v for k, v in request.headers.items()},
-                body,
-            )
+        seen = Seen(
+            request.method,
+            request.path,
+            request.raw_path.partition("?")[2],
+            {k.lower(): v for k, v in request.headers.items()},
+            body,
         )
-        if request.path == "/stream":
+        fake.seen.append(seen)
+        await asyncio.sleep(float(request.query.get("delay", "0")))
+        if request.path in ("/stream", "/stream-gated"):
             response = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream"})
             await response.prepare(request)
-            for chunk in CHUNKS:
+            for index, chunk in enumerate(CHUNKS):
                 await response.write(chunk)
+                if index == 0 and request.path == "/stream-gated":
+                    await asyncio.wait_for(fake.gate.wait(), 10)
                 await asyncio.sleep(0.01)
             await response.write_eof()
             return response
-        if request.path == "/files/upload-1.png":
-            return web.Response(body=b"not an image", content_type="image/png")
-        if request.path.startswith("/missing"):
-            return web.json_response({"detail": "Project not found"}, status=404)
-        status = 201 if request.method == "POST" and request.path == "/projects" else 200
-        return web.json_response(
-            {"echo": request.method, "path": request.path, "bytes": len(body)},
-            status=status,
-            headers={"X-HomePilot": "yes"},
-        )
+        answer = _story_answer(fake, request, body)
+        if answer is None and request.path == "/whoami":  # a provider's key check (Hugging Face's shape)
+            good = request.headers.get("Authorization") == f"Bearer {PROVIDER_KEY}"
+            answer = web.json_response(
+                {"name": "alice"} if good else {"error": "bad"}, status=200 if good else 401
+            )
+        if answer is None and request.path == "/files/upload-1.png":
+            answer = web.Response(body=b"not an image", content_type="image/png")
+        if answer is None and request.path.startswith("/missing"):
+            answer = web.json_response({"detail": "Project not found"}, status=404)
+        if answer is None:
+            status = 201 if request.method == "POST" and request.path == "/projects" else 200
+            answer = web.json_response(
+                {"echo": request.method, "path": request.path, "bytes": len(body)},
+                status=status,
+                headers={"X-HomePilot": "yes"},
+            )
+        seen.status, seen.answer = answer.status, bytes(answer.body or b"")  # type: ignore[arg-type]
+        return answer
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", any_route)
@@ -145,7 +184,7 @@ async def app_service(
     store: CrStore, *, phase: str = "Running", ready: bool = True, endpoint: str = ""
 ) -> None:
     """The application's ServiceInstance with the status the operator would write."""
-    await store.create(SI, {"metadata": {"name": APP}, "spec": {"serviceType": "jupyter", "running": True}})
+    await store.create(SI, {"metadata": {"name": APP}, "spec": {"serviceType": "homepilot", "running": True}})
     await store.patch_status(SI, APP, {"phase": phase, "ready": ready, "endpoint": endpoint})
 
 
@@ -374,6 +413,33 @@ async def test_api_keys_are_a_secret_and_never_answered(
     assert "huggingface" not in (secret.get("data") or {})
     with pytest.raises(NotFound):
         await kube.request("GET", SECRETS.path(namespace, "no-such-secret"))
+
+
+async def test_api_key_test_asks_the_provider_with_the_stored_or_given_key(
+    ctx: GatewayContext, fake_homepilot: FakeHomePilot
+) -> None:
+    """The provider is the fake (``apiKeyTestUrls``), as HomePilot's test calls Hugging Face's whoami."""
+    ctx.settings.profileSettings = {
+        "homepilot": {"apiKeyTestUrls": {"huggingface": fake_homepilot.url + "/whoami"}}
+    }
+    app = create_app(ctx)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hp.test") as http:
+        await http.post("/settings/api-keys", json={"provider": "huggingface", "key": PROVIDER_KEY})
+        stored = (await http.post("/settings/api-keys/test", json={"provider": "huggingface"})).json()
+        assert stored == {
+            "ok": True,
+            "valid": True,
+            "message": "Authenticated as: alice",
+            "username": "alice",
+        }
+        assert fake_homepilot.last().headers["authorization"] == f"Bearer {PROVIDER_KEY}"
+        given = await http.post(
+            "/settings/api-keys/test", json={"provider": "huggingface", "key": "hf_wrong"}
+        )
+        assert given.json() == {"ok": True, "valid": False, "message": "Invalid token (HTTP 401)"}
+        assert PROVIDER_KEY not in given.text
+        unknown = await http.post("/settings/api-keys/test", json={"provider": "openai"})
+        assert unknown.status_code == 400 and unknown.json()["error"] == "Unknown provider: openai"
 
 
 # -- docs and registration -------------------------------------------------------------------------

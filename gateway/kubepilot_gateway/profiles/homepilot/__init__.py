@@ -17,24 +17,31 @@ state itself and passes the rest to the application, run as a ServiceInstance:
   ``/v1/edit-models*``, ``/image-presets``, ``/video-presets``, ``/models/health``
   (``routes_models``); ``/settings/api-keys*`` as a Secret (``routes_keys``); ``/models/install``
   and ``/models/delete`` as ModelPulls (``routes_install``; ollama models are the application's);
-  ``/docs`` and ``/openapi.json`` for these;
+  ``/story/scene/image`` without an ``image_url`` as a txt2img GenerationJob on the scene's
+  prompts, its URL then persisted in the application (``routes_story``); ``/docs`` and
+  ``/openapi.json`` for these;
 - passed through (``proxy``): everything else, to the ServiceInstance ``appService`` (default
-  ``homepilot``), with a 503 naming that ServiceInstance while it is missing or not running.
+  ``homepilot``), with a 503 naming that ServiceInstance while it is missing or not running
+  (every such seed path is exercised in ``tests/gateway/test_homepilot_proxy.py``).
 
 Shapes follow HomePilot's own backend, ``ruslanmv/HomePilot`` ``backend/app``: ``main.py`` at
 commit 00d22de3f50e43eefa1b327354607da165c2c8c1 (``FastAPI(title="HomePilot Orchestrator",
 version="2.1.0")``: ``ChatIn``/``ChatOut``, ``/health*``, ``/models``, ``/model-catalog``,
 ``/settings/api-keys*``), ``capabilities.py`` at 968685c74ca6f26823a6ddf5cb86361df2c267ea,
 ``upscale.py``, ``enhance.py`` and ``background.py`` at 09a47362830035d746c7b658be205347b603095f,
-``outpaint.py`` at 15aaf42bf881b110b3c936cf1a3dd4c8e9f30538, ``api_keys.py`` at
+``outpaint.py`` at 15aaf42bf881b110b3c936cf1a3dd4c8e9f30538, ``story_mode.py`` and the story
+routes of ``main.py`` at 7b425881c04ae898c4ccd24534a82f1b67c6733a, ``api_keys.py`` at
 1a7484f3f4f066f00eef40dc1956c5f517739a91, ``edit_models.py`` at
 2650b4237993129ffbdd51c09e09bee658525c0e, ``main.py``'s ``/image-presets``, ``/video-presets`` and
 ``/models/health`` (``main.py`` at 7b425881c04ae898c4ccd24534a82f1b67c6733a), the edit-session service
 ``edit-session/app/main.py`` at 05540563750d45e14ad0cd3ddfc090dca40a23de (``store.py`` at
 05d94719385eae40bc3d12c0f8adb712790fa93e, ``utils_images.py`` at
 9f71f490838482d8d7dd260966eeca9099ffce31), and the imagine
-branch of ``orchestrator.py`` (``{"conversation_id", "text": "Here you go.", "media": {"images":
-[...]}}``; a failure is a 200 with ``text: "Image generation error: ..."``). The code is ours.
+branch of ``orchestrator.py`` at 04782376bc455eb46b25ab91ce608470488eebc7 (``{"conversation_id",
+"text": "Here you go.", "media": {"images": [...], "final_prompt", "seed", "seeds", "width",
+"height", "steps", "cfg", "model"}}``; a failure is a 200 with ``text: "Image generation error:
+..."``; a request with a ``project_id`` is its project chat's, whatever the mode). The code is
+ours.
 
 Decisions and deviations (document vs product):
 - Errors: FastAPI's ``{"detail": ...}`` and 422 for invalid input, as HomePilot's
@@ -67,7 +74,16 @@ Decisions and deviations (document vs product):
   so both sides are multiples of 8 (the generator's rule); ``new_size`` is the size produced.
   The prompt HomePilot falls back to without one is worded by us.
 - The proxy drops the gateway's credentials (cookie, authorization), as ``upstream`` does for
-  every service; HomePilot's ``X-API-Key`` goes through.
+  every service; HomePilot's ``X-API-Key`` goes through. Timeouts are per route class
+  (``ProxySettings``: ``default`` 30 s, ``llm``/``upload``/``export`` 300 s, for the connect and
+  each read, so a long stream that keeps sending is never cut); no answer is 502, a timeout 504.
+- ``/story/scene/image``: in HomePilot it only persists a URL (the frontend generates the image
+  with ``/chat`` imagine first); that call passes through unchanged. Without ``image_url`` the
+  profile generates the image itself (the seed's "Generate image for a scene", the issue's
+  GenerationJob) and persists it with the same call: a kubepilot addition, see ``routes_story``.
+- Edit sessions expire (``ttlSeconds``): their ConfigMaps and jobs are deleted lazily when read
+  and by a sweep every ``sweepSeconds`` over an index ConfigMap the gateway keeps, since it may
+  not list ConfigMaps (``sessions``). The operator is not involved.
 
 ``PROFILE`` hands the listeners the app without its own CORS layer and HomePilot's policy in
 ``PROFILE.cors`` (``CORS_ORIGINS`` default ``http://localhost:3000``, with credentials).
@@ -75,6 +91,9 @@ Decisions and deviations (document vs product):
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from functools import partial
 
 from fastapi import FastAPI, Request
@@ -94,6 +113,7 @@ from kubepilot_gateway.profiles.homepilot import (
     routes_install,
     routes_keys,
     routes_models,
+    routes_story,
 )
 from kubepilot_gateway.profiles.homepilot.config import PROFILE_NAME, homepilot_settings
 from kubepilot_gateway.profiles.homepilot.media import Media
@@ -118,10 +138,29 @@ def homepilot_envelope(request: Request, problem: Problem) -> Response:
 
 
 def build_app(ctx: GatewayContext, *, cors: bool = True) -> FastAPI:
-    """The HomePilot app over ``ctx`` (whose cache the caller starts and stops)."""
+    """The HomePilot app over ``ctx`` (whose cache the caller starts and stops).
+
+    Its lifespan closes the proxy's client and runs the expired edit sessions' sweep
+    (``sessions.SessionStore.sweep_forever``)."""
     settings = homepilot_settings(ctx)
     http = UpstreamHttp()
-    app = FastAPI(title=TITLE, version=settings.version, lifespan=http.lifespan)
+    holder: list[routes_edit.EditSessions] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with http.lifespan(app):
+            sweeper = asyncio.create_task(
+                holder[0].store.sweep_forever(settings.editSessions.sweepSeconds),
+                name="homepilot-edit-session-sweep",
+            )
+            try:
+                yield
+            finally:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
+
+    app = FastAPI(title=TITLE, version=settings.version, lifespan=lifespan)
     install_error_envelope(app, homepilot_envelope)
     if cors:
         app.add_middleware(
@@ -134,12 +173,14 @@ def build_app(ctx: GatewayContext, *, cors: bool = True) -> FastAPI:
     proxy = proxy_routes.AppProxy(ctx, settings, http)
     media = Media(ctx, settings, proxy)
     edits = routes_edit.EditSessions(ctx, settings, media)
+    holder.append(edits)
     app.include_router(routes_core.create_router(ctx, settings, proxy))
     app.include_router(routes_images.create_router(ctx, settings, proxy, media, edits))
     app.include_router(routes_edit.create_router(edits))
     app.include_router(routes_models.create_router(ctx, settings))
     app.include_router(routes_keys.create_router(ctx, settings))
     app.include_router(routes_install.create_router(ctx, settings, proxy))
+    app.include_router(routes_story.create_router(ctx, settings, proxy, media))
     # Last: whatever the routes above do not answer belongs to the application.
     app.include_router(proxy_routes.create_router(proxy))
     return app

@@ -126,6 +126,11 @@ class EditSessionSettings(Strict):
     maxUploadBytes: int = Field(
         default=20 * 1024 * 1024, ge=1024, description="Largest image upload (HomePilot: MAX_UPLOAD_MB 20)."
     )
+    sweepSeconds: float = Field(
+        default=3600,
+        gt=0,
+        description="How often the gateway deletes expired sessions' ConfigMaps (and once at start).",
+    )
 
 
 class HomePilotSettings(Strict):
@@ -158,6 +163,14 @@ class HomePilotSettings(Strict):
     )
     installWaitSeconds: float = Field(
         default=3600, gt=0, description="How long /models/install waits for its ModelPull (it goes on after)."
+    )
+    apiKeyTestUrls: dict[str, str] = Field(
+        default_factory=lambda: {
+            "huggingface": "https://huggingface.co/api/whoami-v2",
+            "civitai": "https://civitai.com/api/v1/me",
+        },
+        description="Where /settings/api-keys/test checks a key (GET with `Authorization: Bearer`), by "
+        "provider: HomePilot's endpoints, or a mirror.",
     )
     apiKeysSecret: str = Field(
         default="homepilot-provider-keys",

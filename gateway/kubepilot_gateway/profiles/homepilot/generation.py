@@ -134,6 +134,28 @@ def output_paths(obj: JsonObject) -> list[str]:
     return [posixpath.join(folder, PurePosixPath(str(o.get("path") or "")).name) for o in outputs]
 
 
+def imagine_media(obj: JsonObject, urls: list[str]) -> JsonObject:
+    """HomePilot's imagine ``media``: the images and what made them (``final_prompt``, the seeds the
+    generator recorded, size, steps, cfg, model), as its orchestrator answers them."""
+    spec = obj.get("spec") or {}
+    outputs = sorted(
+        (o for o in (obj.get("status") or {}).get("outputs") or [] if isinstance(o, dict)),
+        key=lambda o: int(o.get("index") or 0),
+    )
+    seeds = [int(o["seed"]) for o in outputs if isinstance(o.get("seed"), int)]
+    return {
+        "images": urls,
+        "final_prompt": spec.get("prompt", ""),
+        "seed": seeds[0] if seeds else None,
+        "seeds": seeds,
+        "width": spec.get("width"),
+        "height": spec.get("height"),
+        "steps": spec.get("steps"),
+        "cfg": spec.get("cfgScale"),
+        "model": spec.get("model"),
+    }
+
+
 def file_url(base_url: str, relative: str) -> str:
     """The absolute URL the profile serves ``relative`` (under the outputs volume) at."""
     return base_url.rstrip("/") + FILES_PREFIX + relative

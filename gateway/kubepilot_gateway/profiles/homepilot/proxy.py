@@ -101,6 +101,37 @@ class AppProxy:
             ) from error
         return streaming_response(upstream)
 
+    async def call(
+        self, method: str, path: str, request: Request, *, json_body: object | None = None
+    ) -> httpx.Response:
+        """One JSON call of the profile's own to the application (``/story/...`` reads and writes),
+        with the client's ``X-API-Key`` (HomePilot's own key) and the route class's timeout; the
+        answer is read whole (these are small JSON documents). 503 when the application is not
+        running, 502 when it does not answer, 504 on a timeout."""
+        base = self.url()
+        headers = {"accept": "application/json"}
+        api_key = request.headers.get("x-api-key")
+        if api_key:
+            headers["x-api-key"] = api_key
+        timeout = self.settings.proxy.timeout_for(path)
+        try:
+            return await self.http.client().request(
+                method,
+                base.rstrip("/") + path,
+                headers=headers,
+                json=json_body,
+                timeout=httpx.Timeout(timeout),
+            )
+        except httpx.TimeoutException as error:
+            raise HTTPException(
+                status_code=504, detail=f"The HomePilot application did not answer within {timeout:g}s"
+            ) from error
+        except httpx.HTTPError as error:
+            raise HTTPException(
+                status_code=502,
+                detail=f"The HomePilot application could not be reached: {type(error).__name__}",
+            ) from error
+
 
 def _has_body(request: Request) -> bool:
     """Whether the client sends a body (a GET without one must not become a chunked empty body)."""

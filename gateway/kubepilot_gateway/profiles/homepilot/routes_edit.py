@@ -69,16 +69,19 @@ from starlette.datastructures import UploadFile
 from starlette.responses import Response
 from starlette.types import Message
 
-from kubepilot_api.constants import LABEL_PREFIX
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.profiles.homepilot import background, catalog, generation
 from kubepilot_gateway.profiles.homepilot.config import HomePilotSettings
 from kubepilot_gateway.profiles.homepilot.media import InputImage, Media, multiple_of_8
-from kubepilot_gateway.profiles.homepilot.sessions import SessionRecord, SessionStore, Version, configmap_name
+from kubepilot_gateway.profiles.homepilot.sessions import (
+    LABEL_SESSION,
+    SessionRecord,
+    SessionStore,
+    Version,
+    session_key,
+)
 
 JsonObject = dict[str, Any]
-LABEL_SESSION = f"{LABEL_PREFIX}homepilot-edit-session"
-"""The session of an edit job (the hash in its ConfigMap's name), to delete them with it."""
 URL_RE = re.compile(r"https?://\S+", re.IGNORECASE)
 ALLOWED_MIME = frozenset({"image/png", "image/jpeg", "image/webp"})
 RESULTS = "homepilot/results"
@@ -243,7 +246,7 @@ class EditSessions:
         chosen = await self.image_model(model, "Edit")
         spec = self.edit_spec(source, instruction, chosen, tuning)
         spec["params"] = {"homepilot": {"feature": "edit"}}
-        labels = {LABEL_SESSION: configmap_name(conversation_id)[-24:]} if conversation_id else {}
+        labels = {LABEL_SESSION: session_key(conversation_id)} if conversation_id else {}
         try:
             job = await self.media.run(spec, "edit", "Edit", labels=labels)
         except HTTPException as error:
@@ -463,9 +466,6 @@ def create_router(edits: EditSessions) -> APIRouter:
     async def clear_session(conversation_id: SessionId) -> JsonObject:
         """Delete the session and its GenerationJobs (their images stay)."""
         await store.delete(conversation_id)
-        key = configmap_name(conversation_id)[-24:]
-        for job in edits.ctx.cache.list(generation.GENERATION_JOBS, store.namespace, {LABEL_SESSION: key}):
-            await edits.ctx.store.delete(generation.GENERATION_JOBS, job["metadata"]["name"], missing_ok=True)
         return {"ok": True}
 
     @router.post("/v1/edit")

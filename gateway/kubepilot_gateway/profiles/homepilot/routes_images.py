@@ -4,8 +4,11 @@
 - ``POST /chat`` reads the body once: mode ``imagine`` becomes a txt2img GenerationJob and the
   answer is HomePilot's ``{conversation_id, text, media}`` once it finished (``media.images``:
   absolute URLs of the images; a failed job is HomePilot's own 200 ``text: "Image generation
-  error: ..."``, ``media: null``). Mode ``edit`` is the edit sessions' (``routes_edit``); every
-  other mode (text chat, animate, project) goes to the application unchanged (same bytes).
+  error: ..."``, ``media: null``; ``media`` also has the orchestrator's ``final_prompt``, ``seed``,
+  ``seeds``, ``width``, ``height``, ``steps``, ``cfg``, ``model``). Mode ``edit`` is the edit
+  sessions' (``routes_edit``); every other mode (text chat, animate, project), and any request
+  with a ``project_id`` (HomePilot's ``route_request`` sends those to its project chat), goes to
+  the application unchanged (same bytes).
 - ``POST /v1/upscale`` and ``/v1/enhance`` (photo, restore) become upscale GenerationJobs on an
   input image (``media.Media.input_image``). The upscaler is the requested one (by name, or a file
   by its stem as HomePilot's model ids are), else the first of the names the operator configured
@@ -130,6 +133,9 @@ def create_router(
             parsed = json.loads(raw) if raw else None
         except (ValueError, UnicodeDecodeError):
             parsed = None
+        if isinstance(parsed, dict) and parsed.get("project_id"):
+            # HomePilot routes every mode with a project to its project chat (``route_request``).
+            return await proxy.forward(request, "chat", body=raw)
         if isinstance(parsed, dict) and parsed.get("mode") == "edit":
             return await edits.chat_edit(request, parsed)
         if not isinstance(parsed, dict) or parsed.get("mode") != "imagine":
@@ -163,7 +169,7 @@ def create_router(
             {
                 "conversation_id": conversation_id,
                 "text": "Here you go." if urls else "Generated.",
-                "media": {"images": urls} if urls else None,
+                "media": generation.imagine_media(job, urls) if urls else None,
             }
         )
 

@@ -6,7 +6,7 @@ put in an error text: the listing shows ``masked`` only, and more conservatively
 (which shows the first and last four characters): asterisks and the last four characters of
 keys of 12 characters or more, asterisks alone for shorter ones. ``source`` is ``stored`` (the
 gateway has no environment keys of HomePilot's). ``/test`` checks the key against the provider
-(``testUrls``), as HomePilot does.
+(``apiKeyTestUrls``: HomePilot's endpoints by default), as HomePilot does.
 """
 
 from __future__ import annotations
@@ -65,13 +65,11 @@ def _unknown(provider: str, hint: bool = True) -> JSONResponse:
     return JSONResponse({"ok": False, "error": f"Unknown provider: {provider}{suffix}"}, status_code=400)
 
 
-def create_router(
-    ctx: GatewayContext, settings: HomePilotSettings, test_urls: dict[str, str] | None = None
-) -> APIRouter:
+def create_router(ctx: GatewayContext, settings: HomePilotSettings) -> APIRouter:
     router = APIRouter()
     namespace = ctx.store.namespace
     path = SECRETS.path(namespace, settings.apiKeysSecret)
-    urls = test_urls or TEST_URLS
+    urls = {**TEST_URLS, **settings.apiKeyTestUrls}
 
     async def stored() -> dict[str, str]:
         try:
