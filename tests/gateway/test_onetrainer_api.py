@@ -387,8 +387,16 @@ await fetch('http://localhost:8000/api/training/start', {
     config_path: '/path/to/config.json'
   })
 });
+
+// WebSocket connection
+const ws = new WebSocket('ws://localhost:8000/ws');
+ws.onmessage = (event) => {
+  const data = JSON.parse(event.data);
+  console.log('Received:', data);
+};
 """
-"""The seed's JavaScript example up to its WebSocket part (Node 20 has ``fetch`` but no ``WebSocket``)."""
+"""The seed's JavaScript example, verbatim (top-level ``await``: run as an ES module). Node 20 has
+``fetch``; its ``WebSocket`` needs ``--experimental-websocket`` (built in from Node 22)."""
 
 
 async def run_client(argv: list[str]) -> str:
@@ -419,8 +427,23 @@ async def test_the_seeds_curl_and_javascript_examples_run_against_the_profile(
     assert run is not None and run["spec"]["stop"] is True
     await store.patch_status(TR, FIRST, {"phase": "Stopped"})
 
-    printed = await run_client(["node", "--input-type=module", "-e", adapt(SEED_JAVASCRIPT)])
-    assert "is_training: false" in printed and "status: 'idle'" in printed
+    argv = ["node", "--experimental-websocket", "--input-type=module", "-e", adapt(SEED_JAVASCRIPT)]
+    node = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    assert node.stdout is not None
+    printed = ""
+    try:
+        while "Received:" not in printed or "}\n" not in printed.split("Received:", 1)[1]:
+            line = await asyncio.wait_for(node.stdout.readline(), 30)
+            assert line, f"the JavaScript example ended: {printed}"
+            printed += line.decode()
+    finally:
+        node.kill()
+        await node.wait()
+    status, message = printed.split("Received:", 1)
+    assert "is_training: false" in status and "status: 'idle'" in status
+    assert "type: 'connected'" in message and "is_training: true" in message, "the started session"
     await eventually(lambda: ctx.cache.get(TR, SECOND, ctx.store.namespace) is not None, what="the JS start")
 
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{served}") as browser:

@@ -1,7 +1,7 @@
 """The OneTrainer profile's config endpoints (OT-07 … OT-12), sample listing (OT-15 … OT-17), the
-system endpoints' 501 and the path rules, against the devcluster (no operator: a run's status is
-written through the status subresource where a test needs one; sample files are written where the
-trainer writes them)."""
+system endpoints as the profile app serves them and the path rules, against the devcluster (no
+operator: a run's status is written through the status subresource where a test needs one; sample
+files are written where the trainer writes them)."""
 
 from __future__ import annotations
 
@@ -215,3 +215,42 @@ def test_sample_events_come_from_the_sampling_pass_or_from_a_new_latest_sample()
         {"type": "sample_default", "data": {"sample_count": 1}}
     ]
     assert sample_events(run(**default), run(**default)) == []
+
+
+def test_sample_progress_comes_from_the_sample_action_when_no_pass_is_reported() -> None:
+    """No trainer fills ``status.sampling`` yet: the request (Pending) and, on the built-in trainer,
+    its acknowledgement (written after the images) give the ``sample_*_progress`` messages."""
+    params = {"kubepilot.io/action-sample-params": json.dumps({"prompt": "a red car"})}
+
+    def run(trainer: str, action: JsonObject | None, annotations: JsonObject | None = None) -> JsonObject:
+        spec: JsonObject = {"trainer": trainer, "hyperparameters": {"samplePrompts": ["a cat", "a dog"]}}
+        spec["tool"] = {"config": {"samples": [{"prompt": "x"}, {"prompt": "y", "enabled": False}]}}
+        status: JsonObject = {"actions": {"sample": action} if action else {}}
+        return {
+            "metadata": {"name": "onetrainer-1", "annotations": annotations or {}},
+            "spec": spec,
+            "status": status,
+        }
+
+    pending = {"requestedNonce": "n1", "state": "Pending"}
+    done = pending | {"state": "Done", "observedNonce": "n1", "message": "2 sample(s) at step 7: r/s.png"}
+    builtin, onetrainer = "kubepilot-lora", "onetrainer"
+    assert sample_events(run(builtin, None), run(builtin, pending)) == [
+        {"type": "sample_default_progress", "data": {"current": 0, "total": 2}}
+    ]
+    assert sample_events(run(builtin, pending), run(builtin, done)) == [
+        {"type": "sample_default_progress", "data": {"current": 2, "total": 2}}
+    ]
+    assert sample_events(run(builtin, done), run(builtin, done)) == [], "no change, no message"
+    custom_pending = run(builtin, pending | {"requestedNonce": "n2"}, params)
+    assert sample_events(run(builtin, done), custom_pending) == [
+        {"type": "sample_custom_progress", "data": {"current": 0, "total": 1}}
+    ]
+    failed = run(builtin, pending | {"requestedNonce": "n2", "state": "Failed"}, params)
+    assert sample_events(custom_pending, failed) == [], "a refused sample made nothing"
+    # OneTrainer's acknowledgement means it took the command: only the request's progress; its
+    # enabled inline samples are the total.
+    assert sample_events(run(onetrainer, None), run(onetrainer, pending)) == [
+        {"type": "sample_default_progress", "data": {"current": 0, "total": 1}}
+    ]
+    assert sample_events(run(onetrainer, pending), run(onetrainer, done)) == []

@@ -11,10 +11,17 @@ workers' stand-in checkout (``tests/workers/fixtures/onetrainer/fake_root``), wh
 The second test runs a session with ``backend: builtin`` (the dev stack's and CI's case: no
 OneTrainer image): the config's LoRA settings train for real on the built-in trainer, on the
 tiny Stable Diffusion model on the CPU, with nothing standing in.
+
+The third runs the seed's own Python example (``requests`` + ``websockets``, verbatim but for the
+host and the config path) against a built-in session, then restarts the gateway mid-session: the
+first gateway (its informer cache, event bus and app) is stopped, a new one starts on the same
+port, finds the session in the cluster, and a reconnecting WebSocket client gets a ``connected``
+snapshot of the same run before further steps arrive.
 """
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import json
@@ -31,10 +38,14 @@ import pytest
 import uvicorn
 import websockets
 
+from kubepilot_gateway.bus import EventBus
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.kube import ClusterCache, CrStore, KubeClient, resource_for
 from kubepilot_gateway.profiles.onetrainer import create_app
-from tests.gateway.conftest import stack_settings
+from kubepilot_gateway.profiles.onetrainer import session as ot
+from kubepilot_gateway.settings import Settings
+from tests.gateway.conftest import FAST_WATCH, stack_settings
+from tests.gateway.test_onetrainer_api import SEED_PYTHON
 from tests.operator.harness import TINY_MODEL, OperatorProcess, Storage
 from tests.workers._trainer_tiny import make_dataset
 
@@ -317,9 +328,157 @@ async def test_a_config_trains_on_the_built_in_trainer_reports_takes_actions_and
         pushed: list[JsonObject] = []
         states = await next_state(ws, lambda d: d["is_training"] is False, "the session over", pushed, 120)
         assert {"type": "sample_custom", "data": {"sample_count": 1}} in pushed, pushed
+        custom_progress = [m["data"] for m in pushed if m["type"] == "sample_custom_progress"]
+        assert custom_progress == [{"current": 0, "total": 1}, {"current": 1, "total": 1}], pushed
         assert states[-1]["status"] == "idle" and states[-1]["error"] is None
         await wait_run(ctx, FIRST, lambda r: status(r).get("phase") == "Stopped", "Stopped", 120)
         after = (await http.get("/api/training/status")).json()
         assert (after["is_training"], after["status"]) == (False, "idle")
         refused = await http.post("/api/training/save")
         assert (refused.status_code, refused.json()) == (400, {"detail": "No training in progress"})
+
+
+# -- the seed's own Python client, and a gateway restart mid-session ------------------------------
+
+
+@contextlib.asynccontextmanager
+async def gateway(kube: KubeClient, settings: Settings, port: int = 0) -> AsyncIterator[str]:
+    """One gateway "process": its own informer cache, event bus, store and app on a real uvicorn
+    (``port`` 0: a free one). Leaving the block stops all of it, as a restart does."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    async with ClusterCache(kube, namespace=settings.namespace, settings=FAST_WATCH, bus=EventBus()) as cache:
+        await cache.wait_synced()
+        store = CrStore(kube, namespace=settings.namespace, observer=cache, conflict_retries=3)
+        ctx = GatewayContext(settings=settings, client=kube, cache=cache, store=store, bus=cache.bus)
+        server = uvicorn.Server(uvicorn.Config(create_app(ctx), lifespan="on", log_level="warning"))
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        try:
+            yield f"127.0.0.1:{sock.getsockname()[1]}"
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(task, 15)
+            sock.close()
+
+
+async def printed(stream: asyncio.StreamReader, within: float) -> str:
+    line = await asyncio.wait_for(stream.readline(), within)
+    assert line, "the seed's example ended early"
+    return line.decode().rstrip("\n")
+
+
+def received(line: str) -> JsonObject:
+    """A ``Received: {...}`` line the seed's example prints (a Python dict's repr) as the message."""
+    assert line.startswith("Received: "), line
+    message = ast.literal_eval(line.removeprefix("Received: "))
+    assert isinstance(message, dict), line
+    return message
+
+
+async def connect_again(url: str, within: float = 30) -> Any:
+    """What a client does after its gateway went away: connect again until one answers."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await websockets.connect(url)
+        except (OSError, websockets.InvalidHandshake):
+            assert time.monotonic() < deadline, f"no gateway answered at {url}"
+            await asyncio.sleep(0.2)
+
+
+def stepped(at_least: int) -> Callable[[JsonObject], bool]:
+    return lambda data: ((data.get("progress") or {}).get("global_step") or 0) >= at_least
+
+
+async def test_the_seeds_python_example_drives_a_real_session_and_a_restarted_gateway_keeps_it(
+    operator: OperatorProcess, kube: KubeClient, namespace: str, storage: Storage, tiny_sd: Path
+) -> None:
+    """The seed's Python example, verbatim but for the host and the config path, against the profile
+    on uvicorn with the real operator: its status, its start (``config_path``, a file on the outputs
+    volume) and its WebSocket monitor printing ``training_state`` as the built-in trainer steps on
+    ``tiny_sd``. Then the gateway is stopped (cache, bus and app gone) and a new one started on the
+    same port: the session is found from the cluster, a reconnecting client gets a ``connected``
+    snapshot of the same run, further steps arrive, and the new gateway stops it."""
+    tag = uuid.uuid4().hex[:8]
+    make_dataset(storage.datasets / f"ot-seed-{tag}", {"1_dog": [(64, 64), (64, 64)]})
+    config = {
+        "model_type": "STABLE_DIFFUSION_15",
+        "training_method": "LORA",
+        "base_model_name": TINY_MODEL,
+        "concepts": [{"name": "dog", "path": str(storage.datasets / f"ot-seed-{tag}" / "1_dog")}],
+        "epochs": 5000,
+        "batch_size": 1,
+        "resolution": "64",
+        "lora_rank": 4,
+        "train_dtype": "FLOAT_32",
+        "output_model_destination": f"ot-seed-{tag}.safetensors",
+    }
+    config_file = storage.outputs / f"ot-seed-{tag}" / "config.json"
+    config_file.parent.mkdir()
+    config_file.write_text(json.dumps(config))
+    training = {"backend": "builtin", "gpuCount": 0}
+    settings = stack_settings(namespace, storage, profileSettings={"onetrainer": {"training": training}})
+
+    async with gateway(kube, settings) as address:
+        port = int(address.rsplit(":", 1)[1])
+        watcher = await websockets.connect(f"ws://{address}/ws")
+        assert json.loads(await watcher.recv()) == {"type": "connected", "data": ot.IDLE}
+        code = SEED_PYTHON.replace("localhost:8000", address).replace(
+            "/path/to/config.json", str(config_file)
+        )
+        seed = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        assert seed.stdout is not None
+        try:
+            assert ast.literal_eval(await printed(seed.stdout, 60)) == ot.IDLE
+            assert await printed(seed.stdout, 60) == "{'success': True, 'message': 'Training started'}"
+            connected = received(await printed(seed.stdout, 60))
+            assert connected["type"] == "connected" and connected["data"]["is_training"] is True
+            states: list[JsonObject] = []
+            while not states or not stepped(2)(states[-1]):
+                message = received(await printed(seed.stdout, 120))
+                if message["type"] == "training_state":
+                    states.append(message["data"])
+            assert states[-1]["status"] == "running" and states[-1]["max_step"] == 2 * 5000
+            assert states[-1]["max_epoch"] == 5000 and states[-1]["error"] is None
+        finally:
+            if seed.returncode is None:
+                seed.kill()
+            await seed.wait()
+        before = (await next_state(watcher, stepped(2), "step 2 on the first gateway", [], 120))[-1]
+    # The gateway is gone: its WebSocket clients were closed, the session trains on.
+    with pytest.raises(websockets.ConnectionClosed):
+        while True:
+            await asyncio.wait_for(watcher.recv(), 15)
+
+    async with gateway(kube, settings, port) as address:
+        assert address.endswith(f":{port}")
+        reconnected = await connect_again(f"ws://{address}/ws")
+        try:
+            snapshot = json.loads(await asyncio.wait_for(reconnected.recv(), 30))
+            assert snapshot["type"] == "connected", snapshot
+            data = snapshot["data"]
+            assert (data["is_training"], data["status"], data["error"]) == (True, "running", None)
+            assert (data["max_step"], data["max_epoch"]) == (before["max_step"], before["max_epoch"])
+            assert data["progress"]["global_step"] >= before["progress"]["global_step"], "the same run, on"
+            async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+                assert (await http.get("/api/config/current")).json() == {"config": config}
+                busy = await http.post("/api/training/start", json={"config_path": str(config_file)})
+                assert (busy.status_code, busy.json()) == (400, {"detail": "Training already in progress"})
+                later = data["progress"]["global_step"] + 1
+                await next_state(reconnected, stepped(later), "a step pushed by the new gateway", [], 120)
+                assert (await http.post("/api/training/stop")).json()["message"] == "Stop command sent"
+                await next_state(reconnected, lambda d: d["is_training"] is False, "the stop", [], 120)
+                assert (await http.get("/api/training/status")).json()["status"] == "idle"
+        finally:
+            await reconnected.close()
+    run = await kube.request("GET", TR.path(namespace, FIRST))
+    assert run["status"]["phase"] == "Stopped" and run["metadata"]["name"] == FIRST
+    names = [item["metadata"]["name"] for item in (await kube.request("GET", TR.path(namespace)))["items"]]
+    assert names == [FIRST], "one session throughout: the restart created nothing"

@@ -241,10 +241,56 @@ async def test_processes_report_the_sessions_trainer_pod(
         # name here, so the first that answered is used).
         info = await get_json(http, "/api/system/info")
         assert info["disk"]["total_gb"] == gb(shutil.disk_usage(agent.disk).total)
+
+        # The trainer's own figures, as its progress report carries them and the operator copies
+        # them into status.metrics (no GPU here: the figures are written in that format).
+        await store.patch_status(TR, RUN, {"phase": "Running", "jobName": "j", "metrics": TRAINER_METRICS})
+        await wait_for(
+            lambda: (cache.get(TR, RUN, namespace) or {}).get("status", {}).get("metrics"), "metrics"
+        )
+        body = await get_json(http, "/api/system/processes")
+        assert {key: body[key] for key in PROCESS_KEYS} == {
+            "pid": 57,
+            "cpu_percent": 125.5,
+            "memory_percent": 15.2,
+            "memory_mb": 9728.5,
+            "num_threads": 24,
+            "status": "running",
+        }
+        info = await get_json(http, "/api/system/info")
+        assert info["gpu"] == {"available": True, "count": 1, "devices": [TRAINER_DEVICE | {"name": ""}]}
+        resources = await get_json(http, "/api/system/resources")
+        assert resources["gpu_memory"] == [{"device": 0, "allocated_percent": 10.6, "reserved_percent": 12.5}]
+
+        # A finished session's process is gone: its last figures are not shown.
+        await store.patch_status(TR, RUN, {"phase": "Stopped"})
+        await wait_for(
+            lambda: (cache.get(TR, RUN, namespace) or {}).get("status", {}).get("phase") == "Stopped",
+            "Stopped",
+        )
+        body = await get_json(http, "/api/system/processes")
+        assert body["pid"] is None and body["memory_mb"] is None and body["training_run"] == RUN
+        assert (await get_json(http, "/api/system/info"))["gpu"]["count"] == 0
         await store.delete(PODS, pod["metadata"]["name"])
 
 
 # -- the mapping on GPU nodes (no GPU here) --------------------------------------------------------
+
+TRAINER_METRICS = {
+    "loss": 0.12,
+    "learning_rate": 0.0001,
+    "gpu.0.memory_allocated_bytes": 8.5 * GIB,
+    "gpu.0.memory_reserved_bytes": 10 * GIB,
+    "gpu.0.memory_total_bytes": 80 * GIB,
+    "process.pid": 57,
+    "process.cpu_percent": 125.54,
+    "process.memory_percent": 15.23,
+    "process.memory_rss_bytes": 9728.5 * 1024**2,
+    "process.num_threads": 24,
+}
+"""A trainer's report metrics on one 80 GiB GPU (``torch.cuda.memory_allocated`` / ``memory_reserved``
+/ ``get_device_properties(0).total_memory``, and its own process), the seed's example figures."""
+TRAINER_DEVICE = {"id": 0, "memory_total_gb": 80.0, "memory_allocated_gb": 8.5, "memory_reserved_gb": 10.0}
 
 
 def node_snapshot(hostname: str, gpus: list[GpuSnapshot], used: int) -> AgentSnapshot:
@@ -294,3 +340,49 @@ def test_the_trainer_nodes_agent_gives_the_figures_and_allocator_figures_stay_nu
     # No session: the first agent that answered.
     first = system.info_body(system.for_node(Reading(local=local, snapshots=[other, trainer]), ""), os_info)
     assert first["memory"]["used_gb"] == 8.0 and first["gpu"]["count"] == 0
+
+
+def test_the_trainers_reported_allocator_figures_fill_the_gpu_section_and_the_process() -> None:
+    h100 = GpuSnapshot(index=0, name="NVIDIA H100", memoryUsedBytes=12 * GIB, memoryTotalBytes=80 * GIB)
+    l4 = GpuSnapshot(index=1, name="NVIDIA L4", memoryUsedBytes=1 * GIB, memoryTotalBytes=24 * GIB)
+    local = LocalHost("gw", 1.0, (0.5, 0.5, 0.5), 4, 16 * GIB, 8 * GIB, 8 * GIB)
+    os_info = system.OsInfo("Linux", "6.1", "#1", "x86_64", "cpu")
+    run: JsonObject = {"metadata": {"name": RUN}, "status": {"phase": "Running", "metrics": TRAINER_METRICS}}
+    trainer = system.trainer_gpus(run)
+    assert trainer == [
+        system.TrainerGpu(index=0, allocated=int(8.5 * GIB), reserved=10 * GIB, total=80 * GIB)
+    ]
+
+    # One GPU model on the node: its name. The trainer's view: one device (the pod's), index 0.
+    same = Reading(
+        local=local, snapshots=[node_snapshot("n", [h100, h100.model_copy(update={"index": 1})], GIB)]
+    )
+    info = system.info_body(same, os_info, trainer)
+    assert info["gpu"] == {
+        "available": True,
+        "count": 1,
+        "devices": [TRAINER_DEVICE | {"name": "NVIDIA H100"}],
+    }
+    assert system.resources_body(same, trainer)["gpu_memory"] == [
+        {"device": 0, "allocated_percent": 10.6, "reserved_percent": 12.5}
+    ]
+    # Mixed models: the one whose total is the trainer's (within 2 %); none close: no name.
+    mixed = Reading(local=local, snapshots=[node_snapshot("n", [l4, h100], GIB)])
+    near = system.trainer_gpus({"status": {"metrics": {"gpu.0.memory_total_bytes": 79.3 * GIB}}})
+    assert system.info_body(mixed, os_info, near)["gpu"]["devices"][0]["name"] == "NVIDIA H100"
+    far = system.trainer_gpus({"status": {"metrics": {"gpu.0.memory_total_bytes": 40 * GIB}}})
+    assert system.info_body(mixed, os_info, far)["gpu"]["devices"][0]["name"] == ""
+    # Without a total the shares are unknown, never made up.
+    partial = system.trainer_gpus({"status": {"metrics": {"gpu.2.memory_allocated_bytes": GIB}}})
+    assert system.resources_body(mixed, partial)["gpu_memory"] == [
+        {"device": 2, "allocated_percent": None, "reserved_percent": None}
+    ]
+
+    process = system.process_body(run, True, None)
+    assert (process["pid"], process["memory_mb"], process["num_threads"]) == (57, 9728.5, 24)
+    assert (process["cpu_percent"], process["memory_percent"]) == (125.5, 15.2)
+    assert process["status"] == "pending", "no pod yet: the figures are the trainer's last report"
+    assert system.process_body(run, False, None)["pid"] is None, "a finished run's process is gone"
+    # What is not a figure is left out: other keys, negative or non-numeric values.
+    odd = {"status": {"metrics": {"gpu.x.memory_total_bytes": 1, "process.pid": -1, "gpu.0.other": 5}}}
+    assert system.trainer_gpus(odd) == [] and system.trainer_process(odd) == {}

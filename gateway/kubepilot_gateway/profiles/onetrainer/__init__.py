@@ -4,8 +4,10 @@ Issue 11. Served: training status / start / stop / backup / save / progress
 (OT-01 … OT-06), configs current / list / load / validate / schema / defaults (OT-07 … OT-12),
 default and custom sample requests and the sample listing (OT-13 … OT-17) and the WebSocket ``/ws``
 (``connected``, ``pong``, ``training_state``, ``sample_*``), and system info / resources /
-processes (OT-18 … OT-20) from the node agents and the session's trainer pod (``system``; PyTorch
-allocator and per-process figures are null: nothing measures them inside the pod yet). A session
+processes (OT-18 … OT-20) from the node agents and the session's trainer pod (``system``: PyTorch
+allocator and per-process figures come from the trainer's progress reports, ``status.metrics`` keys
+``gpu.<i>.memory_*_bytes`` and ``process.*``; kubepilot's trainers do not send them yet, so they
+stay null until they do). A session
 runs on OneTrainer itself (its image, through the adapter) or, where that image is not available,
 on kubepilot's built-in LoRA trainer (``builtin``; the table below).
 
@@ -97,6 +99,10 @@ Decisions (document vs product shape):
   session is the highest number in the informer cache (``session``'s docstring): state is in the
   cluster, so a gateway restart or a second replica agrees, and the create of the next name is the
   lock that makes two concurrent starts one run.
+- **Bad input is never a 500**: paths longer than the file system takes are refused before any
+  file call, and a config holding NaN or Infinity (Python's JSON reads them, the API server's does
+  not) is a 400 at start and ``valid: false`` on validate. 501 is never answered: both trainers take
+  every command the seed has.
 - **Errors** are FastAPI's ``{"detail": "..."}``. Commands without an active session answer 400
   ``No training in progress``; a start during one answers 400 ``Training already in progress``;
   neither ``config_path`` nor ``config_dict`` is 400. A body that does not validate is a 400 (the

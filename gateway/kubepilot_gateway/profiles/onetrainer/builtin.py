@@ -215,7 +215,14 @@ def dataset_notes(folder: str, concepts: list[Concept], scan: FolderScan) -> tup
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    """A finite number's value, else None (NaN and infinities, which Python's JSON reads, too)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond a float's range
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _value(config: JsonObject, key: str) -> Any:

@@ -15,6 +15,7 @@ values, like OneTrainer's own "Learning rate is higher than recommended".
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 JsonObject = dict[str, Any]
@@ -185,9 +186,23 @@ def _type_error(key: str, value: Any, spec: JsonObject) -> str | None:
     return None
 
 
+def non_finite(value: Any, where: str = "") -> list[str]:
+    """Where ``value`` holds NaN or an infinity (Python's JSON reads them; JSON itself, the API server
+    included, has no such numbers, so no run can carry them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [where or "the config"]
+    if isinstance(value, dict):
+        return [
+            found for key, item in value.items() for found in non_finite(item, f"{where}.{key}".strip("."))
+        ]
+    if isinstance(value, list):
+        return [found for index, item in enumerate(value) for found in non_finite(item, f"{where}[{index}]")]
+    return []
+
+
 def validate(config: JsonObject) -> JsonObject:
     """``{valid, errors, warnings}`` for a config object."""
-    errors: list[str] = []
+    errors: list[str] = [f"{where} must be a finite number" for where in non_finite(config)]
     warnings: list[str] = []
     for key, spec in PROPERTIES.items():
         if key in config and config[key] is not None:

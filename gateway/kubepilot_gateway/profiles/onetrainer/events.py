@@ -1,11 +1,11 @@
 """OT-WS-05 … OT-WS-08: ``sample_*`` messages from one TrainingRun change (old → new). Pure.
 
-Two sources, because trainers report samples differently:
+The sources, because trainers report samples differently:
 
-- a trainer that reports its sampling pass (``status.sampling``: kind, current, total; the built-in
-  trainer does) gives ``sample_<kind>_progress`` ``{current, total}`` on every change of the pass and
-  ``sample_<kind>`` ``{sample_count}`` when the pass is over (``sampling`` gone), with the images the
-  pass made;
+- a trainer that reports its sampling pass (``status.sampling``: kind, current, total; the report
+  format has it, no trainer fills it yet) gives ``sample_<kind>_progress`` ``{current, total}`` on
+  every change of the pass and ``sample_<kind>`` ``{sample_count}`` when the pass is over
+  (``sampling`` gone), with the images the pass made;
 - a trainer that only reports the newest sample file (``status.samples.latest``; the OneTrainer
   adapter does, once OneTrainer says it rendered one) gives ``sample_<kind>`` ``{sample_count: 1}``
   for each new file, ``custom`` when it is in OneTrainer's ``custom`` folder, else ``default``.
@@ -15,6 +15,17 @@ Two sources, because trainers report samples differently:
   running count) into one folder: ``sample_count`` is the count's increase, and the kind is
   ``default`` when the newest file's name carries one of the run's sample prompts (the trainer
   names files ``step<N>-<index>-<prompt slug>``), else ``custom``.
+
+No trainer reports its sampling passes today (``status.sampling`` stays empty), so the
+``sample_<kind>_progress`` messages also come from the ``sample`` action itself
+(``status.actions.sample``): when a new request is recorded (Pending) a ``{current: 0, total: N}``,
+and on a built-in session, whose acknowledgement comes after the images are written ("N sample(s) at
+step S"), a ``{current: N, total: N}`` when it is Done. The kind is ``custom`` when the request
+carries parameters (``kubepilot.io/action-sample-params``), else ``default``; ``N`` is 1 for a
+custom sample and the run's sample prompts for a default one (the built-in trainer renders one
+empty-prompt image without any; a OneTrainer session's enabled inline ``samples``, and no message
+where it has none, as OneTrainer then reads its own sample file). A OneTrainer acknowledgement only
+means OneTrainer took the command, so its pass ends with the ``sample_<kind>`` of the new file.
 """
 
 from __future__ import annotations
@@ -22,8 +33,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from kubepilot_api.constants import ACTION_ANNOTATION_PREFIX
+
 JsonObject = dict[str, Any]
 BUILTIN = "kubepilot-lora"
+SAMPLE_ACTION = "sample"
+SAMPLE_PARAMS = f"{ACTION_ANNOTATION_PREFIX}{SAMPLE_ACTION}-params"
+BUILTIN_ACK = re.compile(r"^(?P<count>\d+) sample\(s\)")
 
 
 def _status(run: JsonObject | None) -> JsonObject:
@@ -56,10 +72,50 @@ def _kind(value: Any) -> str:
     return "custom" if value == "custom" else "default"
 
 
+def _sample_action(run: JsonObject | None) -> JsonObject:
+    action = (_status(run).get("actions") or {}).get(SAMPLE_ACTION)
+    return action if isinstance(action, dict) else {}
+
+
+def default_total(run: JsonObject) -> int | None:
+    """Images a default sample pass of ``run`` renders; None where the gateway cannot know."""
+    spec = run.get("spec") or {}
+    if spec.get("trainer") == BUILTIN:
+        prompts = (spec.get("hyperparameters") or {}).get("samplePrompts")
+        return max(1, len(prompts)) if isinstance(prompts, list) else 1
+    samples = ((spec.get("tool") or {}).get("config") or {}).get("samples")
+    if not isinstance(samples, list):
+        return None
+    enabled = [s for s in samples if isinstance(s, dict) and s.get("enabled", True) is not False]
+    return len(enabled) or None
+
+
+def action_events(old: JsonObject | None, new: JsonObject) -> list[JsonObject]:
+    """``sample_<kind>_progress`` from the ``sample`` action's state (see the module docstring)."""
+    before, after = _sample_action(old), _sample_action(new)
+    nonce = after.get("requestedNonce")
+    if not nonce:
+        return []
+    annotations = (new.get("metadata") or {}).get("annotations") or {}
+    kind = "custom" if annotations.get(SAMPLE_PARAMS) else "default"
+    total = 1 if kind == "custom" else default_total(new)
+    messages: list[JsonObject] = []
+    if nonce != before.get("requestedNonce") and after.get("state") == "Pending" and total:
+        messages.append({"type": f"sample_{kind}_progress", "data": {"current": 0, "total": total}})
+    done = after.get("state") == "Done" and (
+        nonce != before.get("requestedNonce") or before.get("state") != "Done"
+    )
+    if done and (new.get("spec") or {}).get("trainer") == BUILTIN:
+        match = BUILTIN_ACK.match(str(after.get("message") or ""))
+        count = int(match["count"]) if match else total or 0
+        messages.append({"type": f"sample_{kind}_progress", "data": {"current": count, "total": count}})
+    return messages
+
+
 def sample_events(old: JsonObject | None, new: JsonObject) -> list[JsonObject]:
     """The ``sample_*`` messages the change from ``old`` to ``new`` stands for (oldest first)."""
     before, after = _status(old).get("sampling"), _status(new).get("sampling")
-    messages: list[JsonObject] = []
+    messages: list[JsonObject] = action_events(old, new)
     if isinstance(before, dict) and (
         not isinstance(after, dict) or after.get("startedAt") != before.get("startedAt")
     ):

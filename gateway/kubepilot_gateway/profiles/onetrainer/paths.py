@@ -18,6 +18,10 @@ from typing import Any
 from kubepilot_gateway.profiles.onetrainer.session import StartRefused
 
 JsonObject = dict[str, Any]
+MAX_PATH_CHARS = 4096
+NAME_MAX_BYTES = 255
+"""Linux's PATH_MAX and NAME_MAX: a longer path or name is refused before any file call (which would
+raise ``ENAMETOOLONG``)."""
 
 
 def contained(raw: str, roots: dict[str, str], what: str) -> tuple[str, str]:
@@ -30,16 +34,45 @@ def contained(raw: str, roots: dict[str, str], what: str) -> tuple[str, str]:
         raise StartRefused(f"{what} must be a path on {where}")
     if ".." in text.replace("\\", "/").split("/"):
         raise StartRefused(f"{what} must not contain '..': {raw}")
+    if len(text) > MAX_PATH_CHARS or any(len(part.encode()) > NAME_MAX_BYTES for part in text.split("/")):
+        raise StartRefused(f"{what} is too long to be a path")
     for name, root in roots.items():
         if not root:
             continue
-        base = Path(root).resolve()
-        candidate = Path(text) if text.startswith("/") else base / text
-        resolved = candidate.resolve()
+        try:
+            base = Path(root).resolve()
+            candidate = Path(text) if text.startswith("/") else base / text
+            resolved = candidate.resolve()
+        except (OSError, RuntimeError) as error:  # a symlink loop, a folder we may not read
+            raise StartRefused(f"{what} cannot be read: {raw}") from error
         if resolved == base or resolved.is_relative_to(base):
             relative = resolved.relative_to(base).as_posix()
             return name, "" if relative == "." else relative
     raise StartRefused(f"{what} must be a path on {where}: {raw}")
+
+
+def is_file(path: Path) -> bool:
+    """``path.is_file()``, False where the file system refuses to say (permissions, odd names)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def is_dir(path: Path) -> bool:
+    """``path.is_dir()``, False where the file system refuses to say."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def exists(path: Path) -> bool:
+    """``path.exists()``, False where the file system refuses to say."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 def common_folder(relatives: list[str]) -> str:

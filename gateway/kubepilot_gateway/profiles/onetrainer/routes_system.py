@@ -2,9 +2,11 @@
 
 Each request reads the configured node agents' snapshots (ControlPilot's client: an agent that does
 not answer is left out and logged once per outage) and the gateway's own figures at the same time,
-then picks the node of the current session's trainer pod (``system``'s docstring has the mapping
-and what stays ``null``). The session and its pod come from the informer cache, never a LIST per
-request. An agent that is down is never an error: the answer is a 200 with the gateway's figures.
+then picks the node of the current session's trainer pod; while that session is active its trainer's
+reported figures (PyTorch's allocator per CUDA device, its own process) come from the run's
+``status.metrics`` (``system``'s docstring has the mapping, the keys and what stays ``null``). The
+session and its pod come from the informer cache, never a LIST per request. An agent that is down is
+never an error: the answer is a 200 with the gateway's figures.
 
 Wiring: ``create_router(ctx, settings, prefix)`` (settings from ``profileSettings.onetrainer.system``
 and the sessions' prefix from ``…training.runPrefix`` unless passed).
@@ -52,20 +54,24 @@ def create_router(
         pod = system.trainer_pod(ctx.cache.list(PODS, namespace, labels=labels))
         return run, runslot.is_active(run), pod
 
-    async def node_reading() -> Reading:
-        """The agents' and the gateway's figures, the active session's node first."""
-        _run, active, pod = session()
+    async def node_reading() -> tuple[Reading, list[system.TrainerGpu]]:
+        """The agents' and the gateway's figures, the active session's node first, and the devices
+        the active session's trainer reports allocator figures for."""
+        run, active, pod = session()
         reading = await take_reading(agents, local_disks)
-        return system.for_node(reading, system.node_of(pod) if active else "")
+        trainer = system.trainer_gpus(run) if active else []
+        return system.for_node(reading, system.node_of(pod) if active else ""), trainer
 
     @router.get("/api/system/info")
     async def system_info() -> JsonObject:
-        reading, os_info = await asyncio.gather(node_reading(), asyncio.to_thread(system.read_os_info))
-        return system.info_body(reading, os_info)
+        (reading, trainer), os_info = await asyncio.gather(
+            node_reading(), asyncio.to_thread(system.read_os_info)
+        )
+        return system.info_body(reading, os_info, trainer)
 
     @router.get("/api/system/resources")
     async def system_resources() -> JsonObject:
-        return system.resources_body(await node_reading())
+        return system.resources_body(*await node_reading())
 
     @router.get("/api/system/processes")
     async def system_processes() -> JsonObject:

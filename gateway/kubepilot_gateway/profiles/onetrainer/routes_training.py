@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 from kubepilot_gateway import runslot
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.kube import Invalid, KubeError, NotFound, resource_for
-from kubepilot_gateway.profiles.onetrainer import builtin, paths
+from kubepilot_gateway.profiles.onetrainer import builtin, configs, paths
 from kubepilot_gateway.profiles.onetrainer import session as ot
 from kubepilot_gateway.settings import Strict
 
@@ -93,7 +93,7 @@ class CustomSampleRequest(BaseModel):
 
     prompt: str = Field(min_length=1, max_length=4096)
     negative_prompt: str = Field(default="", max_length=4096)
-    seed: int = 42
+    seed: int = Field(default=42, ge=-(2**63), le=2**64 - 1)
     steps: int = Field(default=30, ge=1, le=1000)
     cfg_scale: float = Field(default=7.5, ge=0, le=100)
     width: int = Field(default=512, ge=64, le=4096)
@@ -139,11 +139,11 @@ def create_router(ctx: GatewayContext, settings: TrainingSettings) -> APIRouter:
         except ot.StartRefused as error:
             raise bad_request(str(error)) from error
         file = Path(roots[volume]).resolve() / relative
-        if not file.is_file():
+        if not paths.is_file(file):
             raise bad_request(f"Config file not found: {raw}")
-        if file.stat().st_size > MAX_CONFIG_BYTES:
-            raise bad_request(f"Config file is larger than {MAX_CONFIG_BYTES} bytes: {raw}")
         try:
+            if file.stat().st_size > MAX_CONFIG_BYTES:
+                raise bad_request(f"Config file is larger than {MAX_CONFIG_BYTES} bytes: {raw}")
             document = json.loads(file.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as error:
             raise bad_request(f"Invalid config file {raw}: {error}") from error
@@ -161,7 +161,7 @@ def create_router(ctx: GatewayContext, settings: TrainingSettings) -> APIRouter:
             _, relative = paths.contained(raw, {"models": volumes.models}, "base_model_name")
         except ot.StartRefused:
             relative = ""
-        if relative and (Path(volumes.models).resolve() / relative).exists():
+        if relative and paths.exists(Path(volumes.models).resolve() / relative):
             return {"path": relative}
         if re.match(RESOURCE_NAME, name) and ctx.cache.get(MODEL_PULLS, name, namespace) is not None:
             return {"modelPullRef": {"name": name}}
@@ -179,7 +179,7 @@ def create_router(ctx: GatewayContext, settings: TrainingSettings) -> APIRouter:
         if not concepts:
             raise ot.StartRefused("The config has no enabled concept with a path")
         folder = paths.common_folder([concept.relative for concept in concepts])
-        if not folder or not (Path(volumes.datasets).resolve() / folder).is_dir():
+        if not folder or not paths.is_dir(Path(volumes.datasets).resolve() / folder):
             raise ot.StartRefused("The concepts must be folders inside one folder of the datasets volume")
         return folder, concepts
 
@@ -241,6 +241,10 @@ def create_router(ctx: GatewayContext, settings: TrainingSettings) -> APIRouter:
             config, source = read_config(request.config_path), f"config_path: {request.config_path}"
         else:
             raise bad_request(ot.CONFIG_REQUIRED)
+        if bad_numbers := configs.non_finite(config):
+            raise bad_request(
+                f"The config holds numbers JSON cannot carry (NaN, Infinity): {', '.join(bad_numbers)}"
+            )
         backend = settings.resolved_backend()
         hyperparameters: JsonObject | None = None
         warnings: list[str] = []

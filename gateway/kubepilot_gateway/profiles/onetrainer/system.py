@@ -13,26 +13,46 @@ maps the figures onto OneTrainer's shapes.
 - **disk** is the agent's first configured disk, else the filesystem of the gateway's outputs volume
   (where a session writes), else ``/``.
 - **GPU allocator figures** (``memory_allocated_gb``, ``memory_reserved_gb``, ``allocated_percent``,
-  ``reserved_percent``) are PyTorch's, readable only inside the trainer process: no agent reports
-  them, so they are ``null`` (the seed's keys stay; nothing is invented from NVML's device-wide use).
-- **The process** (OT-20) is the session's trainer pod: a pod has no pid meaningful outside it and
-  no per-process CPU, memory or thread figures without metrics-server or an in-pod agent, so those
-  are ``null``; ``status`` is the pod's phase in lower case (``running`` as the seed shows while it
-  trains), ``pending`` for an active session without a pod yet, ``idle`` without a session. Added
-  keys say what is known: ``training_run``, ``pod_name``, ``pod_phase``, ``node``, ``start_time``
-  (the pod's ``status.startTime`` as Kubernetes writes it).
+  ``reserved_percent``) are PyTorch's (``torch.cuda.memory_allocated`` / ``memory_reserved``),
+  readable only inside the trainer process. They come from the trainer pod's progress reports: the
+  report's ``metrics`` (which the operator copies into the run's ``status.metrics``) under the keys
+  ``gpu.<i>.memory_allocated_bytes``, ``gpu.<i>.memory_reserved_bytes`` and
+  ``gpu.<i>.memory_total_bytes`` (``i``: the trainer's CUDA device index; the total is
+  ``torch.cuda.get_device_properties(i).total_memory``). While the active session reports them, the
+  ``gpu`` section is the trainer process's view, as OneTrainer's own UI shows it (its process, its
+  devices): one device per reported index, ``id`` that index, the total the trainer's; the ``name``
+  (a report carries numbers only) is the node agent's GPU name when the node's GPUs share one name
+  (the usual node), else that of the node GPU whose total is within 2 % of the trainer's, else
+  ``""``. Without such figures (no session, a trainer that does not report them, no GPU) the
+  devices are the node agent's with the allocator figures ``null`` (nothing is made up from NVML's
+  device-wide use, which is not the allocator's).
+- **The process** (OT-20) is the session's trainer pod. The trainer's own figures come from its
+  reports the same way: ``process.pid`` (the pid inside the pod, as OneTrainer shows its own),
+  ``process.cpu_percent``, ``process.memory_percent``, ``process.memory_rss_bytes`` (shown as
+  ``memory_mb``) and ``process.num_threads``; any the trainer does not report are ``null`` (there is
+  no metrics-server here). ``status`` is the pod's phase in lower case (``running`` as the seed
+  shows while it trains), ``pending`` for an active session without a pod yet, ``idle`` without a
+  session. Added keys say what is known: ``training_run``, ``pod_name``, ``pod_phase``, ``node``,
+  ``start_time`` (the pod's ``status.startTime`` as Kubernetes writes it). A finished session's last
+  figures are not shown (its process is gone).
+- **Not covered here** (no GPU, and the trainers do not send these keys yet): the trainer side that
+  writes them (a core change: kubepilot's trainer and the OneTrainer adapter add them to each
+  report); the tests feed figures in that format through the run's status.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import platform
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kubepilot_gateway.profiles.controlpilot.telemetry import (
+    AgentGpu,
     AgentSnapshot,
     DiskUsage,
     Reading,
@@ -42,6 +62,70 @@ from kubepilot_gateway.profiles.controlpilot.telemetry import (
 
 JsonObject = dict[str, Any]
 GIB = 1024**3
+MIB = 1024**2
+GPU_METRIC = re.compile(
+    r"^gpu\.(?P<index>\d{1,3})\.(?P<field>memory_allocated_bytes|memory_reserved_bytes|memory_total_bytes)$"
+)
+"""A trainer report's PyTorch allocator figure of one CUDA device (the module docstring)."""
+PROCESS_METRICS = {
+    "process.pid": "pid",
+    "process.cpu_percent": "cpu_percent",
+    "process.memory_percent": "memory_percent",
+    "process.memory_rss_bytes": "memory_rss_bytes",
+    "process.num_threads": "num_threads",
+}
+"""A trainer report's figures of its own process, by the name used here."""
+NAME_TOLERANCE = 0.02
+
+
+@dataclass(frozen=True)
+class TrainerGpu:
+    """One CUDA device as the trainer process sees it (from its reports)."""
+
+    index: int
+    allocated: int | None
+    reserved: int | None
+    total: int | None
+
+
+def _metrics(run: JsonObject | None) -> dict[str, float]:
+    metrics = ((run or {}).get("status") or {}).get("metrics")
+    if not isinstance(metrics, dict):
+        return {}
+    return {
+        str(key): float(value)
+        for key, value in metrics.items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    }
+
+
+def _bytes(value: float | None) -> int | None:
+    return int(value) if value is not None and value >= 0 else None
+
+
+def trainer_gpus(run: JsonObject | None) -> list[TrainerGpu]:
+    """The devices the run's trainer reports allocator figures for, by index ([] for none)."""
+    fields: dict[int, dict[str, float]] = {}
+    for key, value in _metrics(run).items():
+        if match := GPU_METRIC.match(key):
+            fields.setdefault(int(match["index"]), {})[match["field"]] = value
+    return [
+        TrainerGpu(
+            index=index,
+            allocated=_bytes(found.get("memory_allocated_bytes")),
+            reserved=_bytes(found.get("memory_reserved_bytes")),
+            total=_bytes(found.get("memory_total_bytes")),
+        )
+        for index, found in sorted(fields.items())
+    ]
+
+
+def trainer_process(run: JsonObject | None) -> dict[str, float]:
+    """The run's trainer's figures of its own process, by ``PROCESS_METRICS``' names."""
+    metrics = _metrics(run)
+    return {
+        name: metrics[key] for key, name in PROCESS_METRICS.items() if key in metrics and metrics[key] >= 0
+    }
 
 
 @dataclass(frozen=True)
@@ -114,12 +198,55 @@ def disk_figures(reading: Reading) -> DiskUsage | None:
     return reading.local_disks[0] if reading.local_disks else None
 
 
-def info_body(reading: Reading, os_info: OsInfo) -> JsonObject:
-    """OT-18."""
+def gpu_name(gpu: TrainerGpu, node_gpus: Sequence[AgentGpu]) -> str:
+    """The name of a trainer's device, from the node agent (see the module docstring)."""
+    names = {node.name for node in node_gpus if node.name}
+    if len(names) == 1:
+        return names.pop()
+    for node in node_gpus:
+        total = node.memoryTotalBytes
+        if gpu.total and total and abs(total - gpu.total) <= NAME_TOLERANCE * total and node.name:
+            return node.name
+    return ""
+
+
+def _share(part: int | None, whole: int | None) -> float | None:
+    return round(100 * part / whole, 1) if part is not None and whole else None
+
+
+def gpu_section(reading: Reading, trainer: Sequence[TrainerGpu]) -> JsonObject:
+    """OT-18's ``gpu``: the trainer's devices while it reports them, else the node agent's."""
+    snapshot = _first(reading)
+    node_gpus = snapshot.gpus if snapshot is not None else []
+    if trainer:
+        devices = [
+            {
+                "id": gpu.index,
+                "name": gpu_name(gpu, node_gpus),
+                "memory_total_gb": _gb(gpu.total),
+                "memory_allocated_gb": _gb(gpu.allocated),
+                "memory_reserved_gb": _gb(gpu.reserved),
+            }
+            for gpu in trainer
+        ]
+    else:
+        devices = [
+            {
+                "id": gpu.index,
+                "name": gpu.name,
+                "memory_total_gb": _gb(gpu.memoryTotalBytes),
+                "memory_allocated_gb": None,
+                "memory_reserved_gb": None,
+            }
+            for gpu in node_gpus
+        ]
+    return {"available": bool(devices), "count": len(devices), "devices": devices}
+
+
+def info_body(reading: Reading, os_info: OsInfo, trainer: Sequence[TrainerGpu] = ()) -> JsonObject:
+    """OT-18; ``trainer``: the active session's reported devices (``trainer_gpus``)."""
     total, used, available = memory_figures(reading)
     disk = disk_figures(reading)
-    snapshot = _first(reading)
-    gpus = snapshot.gpus if snapshot is not None else []
     return {
         "os": {
             "system": os_info.system,
@@ -141,36 +268,34 @@ def info_body(reading: Reading, os_info: OsInfo) -> JsonObject:
             "free_gb": _gb(disk.free) if disk else None,
             "usage_percent": _percent(disk.used, disk.total) if disk else None,
         },
-        "gpu": {
-            "available": bool(gpus),
-            "count": len(gpus),
-            "devices": [
-                {
-                    "id": gpu.index,
-                    "name": gpu.name,
-                    "memory_total_gb": _gb(gpu.memoryTotalBytes),
-                    "memory_allocated_gb": None,
-                    "memory_reserved_gb": None,
-                }
-                for gpu in gpus
-            ],
-        },
+        "gpu": gpu_section(reading, trainer),
     }
 
 
-def resources_body(reading: Reading) -> JsonObject:
-    """OT-19."""
+def resources_body(reading: Reading, trainer: Sequence[TrainerGpu] = ()) -> JsonObject:
+    """OT-19; ``trainer`` as for ``info_body`` (its shares are of the trainer's device total)."""
     total, _used, available = memory_figures(reading)
     disk = disk_figures(reading)
     snapshot = _first(reading)
+    if trainer:
+        gpu_memory = [
+            {
+                "device": gpu.index,
+                "allocated_percent": _share(gpu.allocated, gpu.total),
+                "reserved_percent": _share(gpu.reserved, gpu.total),
+            }
+            for gpu in trainer
+        ]
+    else:
+        gpu_memory = [
+            {"device": gpu.index, "allocated_percent": None, "reserved_percent": None}
+            for gpu in (snapshot.gpus if snapshot is not None else [])
+        ]
     return {
         "cpu_percent": cpu_percent(reading),
         "memory_percent": _percent(total - available, total),
         "disk_percent": _percent(disk.used, disk.total) if disk else None,
-        "gpu_memory": [
-            {"device": gpu.index, "allocated_percent": None, "reserved_percent": None}
-            for gpu in (snapshot.gpus if snapshot is not None else [])
-        ],
+        "gpu_memory": gpu_memory,
     }
 
 
@@ -189,16 +314,20 @@ def node_of(pod: JsonObject | None) -> str:
 
 
 def process_body(run: JsonObject | None, active: bool, pod: JsonObject | None) -> JsonObject:
-    """OT-20: the session's trainer pod as its process (see the module docstring)."""
+    """OT-20: the session's trainer pod as its process, with the trainer's own figures while it is
+    active (see the module docstring)."""
     pod_phase = str(((pod or {}).get("status") or {}).get("phase") or "")
     idle = "pending" if active else "idle"
     status = pod_phase.lower() if pod_phase else idle
+    figures = trainer_process(run) if active else {}
+    pid, threads, rss = figures.get("pid"), figures.get("num_threads"), figures.get("memory_rss_bytes")
+    cpu, memory = figures.get("cpu_percent"), figures.get("memory_percent")
     return {
-        "pid": None,
-        "cpu_percent": None,
-        "memory_percent": None,
-        "memory_mb": None,
-        "num_threads": None,
+        "pid": int(pid) if pid is not None else None,
+        "cpu_percent": round(cpu, 1) if cpu is not None else None,
+        "memory_percent": round(memory, 1) if memory is not None else None,
+        "memory_mb": round(rss / MIB, 1) if rss is not None else None,
+        "num_threads": int(threads) if threads is not None else None,
         "status": status,
         "training_run": str(run["metadata"]["name"]) if run is not None else None,
         "pod_name": str(pod["metadata"]["name"]) if pod is not None else None,
