@@ -303,6 +303,9 @@ async def test_a_config_trains_on_the_built_in_trainer_reports_takes_actions_and
         progress = states[-1]["progress"]
         assert progress["epoch"] == progress["global_step"] // 2
         assert progress["epoch_step"] == progress["global_step"] % 2 == progress["epoch_sample"]
+        # The built-in trainer reports its own process's figures: OneTrainer's process view shows them.
+        processes = (await http.get("/api/system/processes")).json()
+        assert processes["pid"] > 0 and processes["memory_mb"] > 10 and processes["num_threads"] >= 1
 
         assert (await http.post("/api/training/save")).json()["message"] == "Save command sent"
         assert (await http.post("/api/training/backup")).json()["message"] == "Backup command sent"

@@ -76,6 +76,8 @@ def test_a_run_waits_for_its_model_trains_saves_on_request_and_its_lora_generate
     running = objects.wait("trainingruns", "lora", lambda s: step(s) >= 2, 90, "training steps")
     assert running["phase"] == "Running"
     assert running["progress"]["maxSteps"] == 40 and running["progress"]["lastUpdatedTime"]
+    # The trainer reports its own process's figures (OneTrainer's system view reads them).
+    assert running["metrics"]["process.memory_rss_bytes"] > 0 and running["metrics"]["process.pid"] > 0
     objects.patch("trainingruns", "lora", {"metadata": {"annotations": {"kubepilot.io/action-save": "n1"}}})
     saved = objects.wait(
         "trainingruns",

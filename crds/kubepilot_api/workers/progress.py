@@ -44,6 +44,11 @@ MAX_REPORT_BYTES = 64 * 1024
 TERMINATION_MESSAGE_MAX_BYTES = 4096
 """Kubernetes keeps at most 4096 bytes of a termination message."""
 MIN_REPORT_INTERVAL_SECONDS = 1.0
+GPU_MEMORY_METRICS = ("memory_allocated_bytes", "memory_reserved_bytes", "memory_total_bytes")
+"""A trainer's PyTorch CUDA allocator figures, reported per device as ``gpu.<index>.<name>`` metrics
+(``torch.cuda.memory_allocated`` / ``memory_reserved`` / the device's total memory)."""
+PROCESS_METRICS = ("pid", "cpu_percent", "memory_percent", "memory_rss_bytes", "num_threads")
+"""A trainer's figures of its own process, reported as ``process.<name>`` metrics."""
 """Workers send at most one non-final report per this interval (the intake coalesces anyway)."""
 
 

@@ -45,6 +45,7 @@ from kubepilot_workers.trainer.distributed import DistributedInfo, barrier, broa
 from kubepilot_workers.trainer.engine import DeepSpeedEngine, build_engine
 from kubepilot_workers.trainer.model import add_lora, file_sha256, load_components, save_lora_file
 from kubepilot_workers.trainer.progress import ProgressTracker
+from kubepilot_workers.trainer.resources import ResourceProbe
 from kubepilot_workers.trainer.sampling import (
     SampleRequest,
     SampleRequestError,
@@ -111,7 +112,9 @@ class LoraTrainer:
         self.engine = build_engine(unet, self.parameters, self.hp, config.deepspeed, self.device, info)
         self.engine_kind = "deepspeed" if isinstance(self.engine, DeepSpeedEngine) else "torch"
         steps_per_epoch = max(1, math.ceil(self.stream.per_process / self.hp.gradientAccumulationSteps))
-        self.tracker = ProgressTracker(max_steps=self.hp.maxSteps, steps_per_epoch=steps_per_epoch)
+        self.tracker = ProgressTracker(
+            max_steps=self.hp.maxSteps, steps_per_epoch=steps_per_epoch, probe=ResourceProbe()
+        )
         self.agent = ActionAgent(reporter, self, exchange=self._exchange)
         self._pipeline: Any = None
         if config.resumeFrom:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from kubepilot_api.common import ErrorInfo, now
 from kubepilot_api.trainingrun import Checkpoint, SampleSet, TrainingOutputFile, TrainingProgress
 from kubepilot_api.workers.progress import TrainingReport, WorkState
+from kubepilot_workers.trainer.resources import ResourceProbe
 
 LOSS_SMOOTHING = 0.9
 RATE_SMOOTHING = 0.8
@@ -28,6 +29,8 @@ class ProgressTracker:
     checkpoints: list[Checkpoint] = field(default_factory=list)
     samples: SampleSet = field(default_factory=SampleSet)
     outputs: list[TrainingOutputFile] = field(default_factory=list)
+    probe: ResourceProbe | None = None
+    """Adds the process's (and CUDA allocator's) figures to each report's metrics."""
     _last_step_time: float | None = None
 
     def record_step(self, step: int, loss: float, learning_rate: float) -> None:
@@ -90,6 +93,8 @@ class ProgressTracker:
             metrics["loss"] = self.loss
         if self.learning_rate is not None:
             metrics["learning_rate"] = self.learning_rate
+        if self.probe is not None:
+            metrics.update(self.probe.metrics())
         return TrainingReport(
             sequence=0,
             time=now(),

@@ -51,6 +51,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kubepilot_api.workers.progress import GPU_MEMORY_METRICS
+from kubepilot_api.workers.progress import PROCESS_METRICS as TRAINER_PROCESS_METRICS
 from kubepilot_gateway.profiles.controlpilot.telemetry import (
     AgentGpu,
     AgentSnapshot,
@@ -63,17 +65,9 @@ from kubepilot_gateway.profiles.controlpilot.telemetry import (
 JsonObject = dict[str, Any]
 GIB = 1024**3
 MIB = 1024**2
-GPU_METRIC = re.compile(
-    r"^gpu\.(?P<index>\d{1,3})\.(?P<field>memory_allocated_bytes|memory_reserved_bytes|memory_total_bytes)$"
-)
+GPU_METRIC = re.compile(rf"^gpu\.(?P<index>\d{{1,3}})\.(?P<field>{'|'.join(GPU_MEMORY_METRICS)})$")
 """A trainer report's PyTorch allocator figure of one CUDA device (the module docstring)."""
-PROCESS_METRICS = {
-    "process.pid": "pid",
-    "process.cpu_percent": "cpu_percent",
-    "process.memory_percent": "memory_percent",
-    "process.memory_rss_bytes": "memory_rss_bytes",
-    "process.num_threads": "num_threads",
-}
+PROCESS_METRICS = {f"process.{name}": name for name in TRAINER_PROCESS_METRICS}
 """A trainer report's figures of its own process, by the name used here."""
 NAME_TOLERANCE = 0.02
 

@@ -1,0 +1,32 @@
+"""The trainer's own resource figures in its reports (read by OneTrainer's system endpoints)."""
+
+from __future__ import annotations
+
+import os
+
+import psutil
+
+from kubepilot_api.workers.progress import PROCESS_METRICS, WorkState
+from kubepilot_workers.trainer.progress import ProgressTracker
+from kubepilot_workers.trainer.resources import ResourceProbe
+
+
+def test_the_probe_reads_this_process_and_no_gpu_without_cuda() -> None:
+    probe = ResourceProbe()
+    sum(i * i for i in range(200_000))  # some CPU time between the two reads
+    figures = probe.metrics()
+    assert sorted(figures) == sorted(f"process.{name}" for name in PROCESS_METRICS)
+    assert figures["process.pid"] == os.getpid()
+    assert figures["process.memory_rss_bytes"] > 10_000_000  # this interpreter, torch loaded
+    assert 0 < figures["process.memory_percent"] < 100
+    assert figures["process.num_threads"] >= 1
+    assert 0 <= figures["process.cpu_percent"] <= 100 * (psutil.cpu_count() or 1)
+
+
+def test_reports_carry_the_figures_beside_loss_and_learning_rate() -> None:
+    tracker = ProgressTracker(max_steps=10, steps_per_epoch=5, probe=ResourceProbe())
+    tracker.record_step(1, 0.5, 1e-4)
+    metrics = tracker.report(WorkState.RUNNING).metrics
+    assert metrics["loss"] == 0.5 and metrics["learning_rate"] == 1e-4
+    assert metrics["process.pid"] == os.getpid()
+    assert ProgressTracker(max_steps=10, steps_per_epoch=5).report(WorkState.RUNNING).metrics == {}
