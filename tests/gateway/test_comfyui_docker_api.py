@@ -9,6 +9,7 @@ wrote them, which is what these tests look at (the operator's side is in
 from __future__ import annotations
 
 import json
+import textwrap
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from kubepilot_api.constants import LABEL_PROFILE
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.kube import CONFIGMAPS, ClusterCache, CrStore, KubeClient, resource_for
 from kubepilot_gateway.profiles import load_profile
-from kubepilot_gateway.profiles.comfyui_docker import create_app
+from kubepilot_gateway.profiles.comfyui_docker import cors_from_env, create_app
 from kubepilot_gateway.profiles.comfyui_docker import downloads as dl
 from kubepilot_gateway.settings import Settings, Volumes
 
@@ -125,10 +126,22 @@ def assert_error(response: httpx.Response, status: int, code: str) -> JsonObject
     return dict(error)
 
 
-def test_the_profile_is_registered_on_port_8080() -> None:
+def test_the_profile_is_registered_on_port_8080_with_cors_from_cors_origins() -> None:
     profile = load_profile("comfyui-docker")
     assert profile is not None and profile.native_port == 8080
     assert profile.cors is not None and profile.cors.allowOrigins == ["*"]
+    assert {"X-RateLimit-Remaining", "Retry-After", "X-API-Version"} <= set(profile.cors.exposeHeaders)
+    narrowed = cors_from_env(" https://a.example, https://b.example ,")
+    assert narrowed.allowOrigins == ["https://a.example", "https://b.example"]
+
+
+async def test_a_browser_of_another_origin_may_read_the_rate_and_version_headers(
+    http: httpx.AsyncClient,
+) -> None:
+    answer = await http.get("/api/presets/NOPE", headers={"Origin": "https://ui.example"})
+    assert answer.status_code == 404 and answer.headers["Access-Control-Allow-Origin"] == "*"
+    exposed = {h.strip().lower() for h in answer.headers["Access-Control-Expose-Headers"].split(",")}
+    assert {"x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "retry-after"} <= exposed
 
 
 async def test_health_at_the_root_and_under_api_with_the_version_header(http: httpx.AsyncClient) -> None:
@@ -136,7 +149,7 @@ async def test_health_at_the_root_and_under_api_with_the_version_header(http: ht
         response = await http.get(path)
         assert response.status_code == 200 and response.headers["X-API-Version"] == "1.0.0"
         body = response.json()
-        assert (body["status"], body["version"]) == ("healthy", "1.0.0")
+        assert (body["status"], body["version"], body["service"]) == ("healthy", "1.0.0", "comfyui-dashboard")
         assert body["timestamp"].endswith("Z")
     missing = await http.get("/api/nothing")
     assert_error(missing, 404, "NOT_FOUND")
@@ -190,6 +203,15 @@ async def test_presets_are_listed_and_filtered(http: httpx.AsyncClient, models: 
     assert await ids(search="T2V") == ["VID_WAN"]  # a tag, case-insensitive
     assert await ids(search="tiny image") == ["IMG_ONE"]  # the description
     assert await ids(type="audio") == []
+    # The guide's optional paging: that page, the counts of every match.
+    paged = (await http.get("/api/presets", params={"page": 2, "per_page": 2})).json()
+    assert [p["id"] for p in paged["presets"]] == ["LORA_PACK"]
+    assert (paged["total"], paged["filtered"], paged["page"], paged["per_page"]) == (3, 3, 2, 2)
+    assert (paged["has_next"], paged["has_prev"]) == (False, True)
+    first = (await http.get("/api/presets", params={"page": 1})).json()
+    assert (first["per_page"], first["has_next"], len(first["presets"])) == (20, False, 3)
+    for bad in ({"page": 0}, {"per_page": 0}, {"per_page": 1001}, {"page": "x"}):
+        assert_error(await http.get("/api/presets", params=bad), 400, "INVALID_REQUEST")
     assert_error(await http.get("/api/presets", params={"installed": "maybe"}), 400, "INVALID_REQUEST")
 
 
@@ -311,8 +333,6 @@ async def test_install_refusals(http: httpx.AsyncClient, cache: ClusterCache, mo
     error = assert_error(await http.post("/api/presets/LORA_PACK/install"), 409, "PRESET_ALREADY_INSTALLED")
     assert error["details"] == {"preset_id": "LORA_PACK"}
     assert_error(await http.post("/api/presets/NOPE/install"), 404, "PRESET_NOT_FOUND")
-    multi = assert_error(await http.post("/api/presets/VID_WAN/install"), 400, "INVALID_REQUEST")
-    assert multi["details"]["folders"] == ["diffusion_models", "vae"]
     bad = await http.post("/api/presets/IMG_ONE/install", json={"priority": "urgent"})
     assert_error(bad, 400, "INVALID_REQUEST")
     assert_error(
@@ -342,6 +362,22 @@ async def test_insufficient_storage_is_a_507(
     assert cache.list(MP, namespace) == []
 
 
+async def test_a_download_the_cluster_refuses_is_a_500_download_failed(
+    kube: KubeClient, namespace: str, http: httpx.AsyncClient, cache: ClusterCache
+) -> None:
+    """A catalog entry whose ModelPull the API server refuses (its URL is over the CRD's 4096
+    characters) is the guide's 500 ``DOWNLOAD_FAILED``, not a 422 the client cannot act on."""
+    url = "https://hub.test/" + "x" * 4100
+    bad = {"presets": [{"id": "LONG", "files": [{"path": "loras/long.safetensors", "url": url}]}]}
+    body = {"metadata": {"name": "comfyui-docker-presets"}, "data": {"presets": json.dumps(bad)}}
+    await kube.request(
+        "POST", CONFIGMAPS.path(namespace), body={"apiVersion": "v1", "kind": "ConfigMap", **body}
+    )
+    error = assert_error(await http.post("/api/presets/LONG/install"), 500, "DOWNLOAD_FAILED")
+    assert error["details"] == {"preset_id": "LONG"} and "4096" in error["message"]
+    assert cache.list(MP, namespace) == []
+
+
 @pytest.mark.usefixtures("catalog")
 async def test_models_list_types_and_the_index_follows_the_volume(
     http: httpx.AsyncClient, models: Path
@@ -360,6 +396,9 @@ async def test_models_list_types_and_the_index_follows_the_volume(
     assert (first["type"], first["preset"], first["size_bytes"]) == ("checkpoints", "IMG_ONE", 1000)
     assert first["modified"].endswith("Z") and body["total"] == 3
     assert body["models"][2]["preset"] is None
+    paged = (await http.get("/api/models", params={"per_page": 2})).json()
+    assert [m["path"] for m in paged["models"]] == ["checkpoints/one.safetensors", "loras/style.safetensors"]
+    assert (paged["total"], paged["page"], paged["has_next"], paged["has_prev"]) == (3, 1, True, False)
     loras = (await http.get("/api/models", params={"type": "loras", "search": "STYLE"})).json()
     assert [m["path"] for m in loras["models"]] == ["loras/style.safetensors"]
 
@@ -429,5 +468,115 @@ async def test_model_deletion_stays_in_the_volume_and_spares_shared_files(
     ]
     assert not (models / "loras" / "style.safetensors").exists()
     assert (models / "checkpoints" / "one.safetensors").exists() and outside.read_bytes() == b"keep"
+    missing = await http.request("DELETE", "/api/models", json={"paths": ["vae/none.pt", "../precious.bin"]})
+    error = assert_error(missing, 404, "MODEL_NOT_FOUND")
+    assert [e["path"] for e in error["details"]["errors"]] == ["vae/none.pt", "../precious.bin"]
     assert_error(await http.request("DELETE", "/api/models", json={"paths": []}), 400, "INVALID_REQUEST")
     assert_error(await http.request("DELETE", "/api/models"), 400, "INVALID_REQUEST")
+
+
+PRODUCT_YAML = textwrap.dedent(
+    """\
+    metadata: {version: 1.1.0}
+    categories:
+      Image Generation: {type: image}
+    presets:
+      FLUX_SCHNELL_BASIC:
+        name: FLUX Schnell
+        category: Image Generation
+        type: image
+        download_size: 24GB
+        files:
+        - {path: diffusion_models/flux1-schnell.safetensors, url: "http://hub.test/flux", size: 12GB}
+        - {path: text_encoders/t5xxl_fp16.safetensors, url: "http://hub.test/t5", size: 4.9GB}
+        - {path: vae/ae.safetensors, url: "http://hub.test/ae", size: 335MB}
+        tags: [flux]
+      FLUX_DEV_BASIC:
+        name: FLUX Dev
+        category: Image Generation
+        type: image
+        files:
+        - {path: diffusion_models/flux1-dev.safetensors, url: "http://hub.test/dev", size: ~1KB}
+        - {path: text_encoders/t5xxl_fp16.safetensors, url: "http://hub.test/t5", size: 4.9GB}
+      WAN22_S2V_FP8_SCALED:
+        name: Wan 2.2 S2V FP8
+        category: Video Generation
+        type: video
+        files:
+        - {path: diffusion_models/Wan2.2_S2V_FP8.safetensors, url: "http://hub.test/s2v", size: 5.1GB}
+        - {path: audio_encoders/audio_encoder.pth, url: "http://hub.test/enc", size: 1.2GB}
+    """
+)
+
+
+async def test_a_preset_spanning_folders_is_one_mixed_model_pull_and_shared_files_stay(
+    kube: KubeClient, namespace: str, http: httpx.AsyncClient, cache: ClusterCache, models: Path
+) -> None:
+    """The product's own presets.yaml as the catalog; a multi-folder preset installs as ONE ModelPull
+    of destination ``mixed``; a file two presets' downloads hold is neither deleted nor uninstalled."""
+    body = {"metadata": {"name": "comfyui-docker-presets"}, "data": {"presets": PRODUCT_YAML}}
+    await kube.request(
+        "POST", CONFIGMAPS.path(namespace), body={"apiVersion": "v1", "kind": "ConfigMap", **body}
+    )
+    listed = (await http.get("/api/presets", params={"type": "image"})).json()
+    assert [(p["id"], p["download_size"]) for p in listed["presets"]] == [
+        ("FLUX_SCHNELL_BASIC", "17.2GB"),
+        ("FLUX_DEV_BASIC", "4.9GB"),
+    ]
+    # Only the missing bytes must fit on the volume: put the big ones there first.
+    put(models, "diffusion_models/flux1-schnell.safetensors", 100)
+    put(models, "text_encoders/t5xxl_fp16.safetensors", 300)
+    answer = await http.post("/api/presets/FLUX_SCHNELL_BASIC/install", json={"force": False})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["total_size_gb"] == 17.2
+    pull = cache.get(MP, dl.pull_name("FLUX_SCHNELL_BASIC"))
+    assert pull is not None
+    assert pull["spec"]["destination"] == {"modelType": "mixed", "subdir": ""}
+    assert pull["spec"]["source"]["urls"] == [
+        {
+            "url": "http://hub.test/flux",
+            "path": "diffusion_models/flux1-schnell.safetensors",
+            "sizeBytes": 12 * 10**9,
+        },
+        {
+            "url": "http://hub.test/t5",
+            "path": "text_encoders/t5xxl_fp16.safetensors",
+            "sizeBytes": 4_900_000_000,
+        },
+        {"url": "http://hub.test/ae", "path": "vae/ae.safetensors", "sizeBytes": 335_000_000},
+    ]
+    assert pull["spec"]["expectedSizeBytes"] == 17_235_000_000
+    dev = await http.post("/api/presets/FLUX_DEV_BASIC/install")
+    assert dev.status_code == 200, dev.text
+    assert cache.get(MP, dl.pull_name("FLUX_DEV_BASIC"))["spec"]["destination"]["modelType"] == "mixed"  # type: ignore[index]
+
+    refused = assert_error(
+        await http.post("/api/presets/WAN22_S2V_FP8_SCALED/install"), 400, "INVALID_REQUEST"
+    )
+    assert refused["details"]["unsupported_folders"] == ["audio_encoders"]
+    assert "audio_encoders" in refused["message"]
+
+    # What the downloads would have written, attributed to the preset that lists each file.
+    put(models, "vae/ae.safetensors", 200)
+    rows = {m["path"]: m["preset"] for m in (await http.get("/api/models")).json()["models"]}
+    assert rows["vae/ae.safetensors"] == "FLUX_SCHNELL_BASIC"
+    assert rows["diffusion_models/flux1-schnell.safetensors"] == "FLUX_SCHNELL_BASIC"
+    status = (await http.get("/api/presets/FLUX_SCHNELL_BASIC/status")).json()
+    assert status["files"]["total"] == 3
+
+    shared = await http.request(
+        "DELETE", "/api/models", json={"paths": ["text_encoders/t5xxl_fp16.safetensors"], "confirm": True}
+    )
+    assert shared.json()["errors"][0]["code"] == "MODEL_IN_USE"
+
+    # No operator here: the ModelPull has no finalizer and goes at once; the sweep spares the
+    # text encoder FLUX_DEV_BASIC's download still lists.
+    # With the guide's body (confirm, remove_dependencies), which changes nothing here.
+    confirm = {"confirm": True, "remove_dependencies": False}
+    removed = await http.request("DELETE", "/api/presets/FLUX_SCHNELL_BASIC", json=confirm)
+    assert removed.status_code == 200, removed.text
+    assert removed.json()["files_removed"] == 2
+    assert not (models / "vae" / "ae.safetensors").exists()
+    assert not (models / "diffusion_models" / "flux1-schnell.safetensors").exists()
+    assert (models / "text_encoders" / "t5xxl_fp16.safetensors").exists()
+    assert cache.get(MP, dl.pull_name("FLUX_SCHNELL_BASIC")) is None

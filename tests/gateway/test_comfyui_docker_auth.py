@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -34,19 +35,23 @@ def b64(data: bytes) -> str:
 
 
 def context(
-    kube: KubeClient, cache: ClusterCache, store: CrStore, namespace: str, tmp_path: Path, *, auth: bool
+    kube: KubeClient,
+    cache: ClusterCache,
+    store: CrStore,
+    namespace: str,
+    tmp_path: Path,
+    *,
+    auth: bool,
+    **extra: Any,
 ) -> GatewayContext:
     volumes = Volumes(models=str(tmp_path), datasets=str(tmp_path), outputs=str(tmp_path))
-    profile = {"enableAuth": auth, "authCacheSeconds": 0}
+    profile = {"enableAuth": auth, "authCacheSeconds": 0, **extra}
     settings = Settings(namespace=namespace, volumes=volumes, profileSettings={"comfyui-docker": profile})
     return GatewayContext(settings=settings, client=kube, cache=cache, store=store, bus=cache.bus)
 
 
-@pytest.fixture
-async def base_url(
-    kube: KubeClient, cache: ClusterCache, store: CrStore, namespace: str, tmp_path: Path
-) -> AsyncIterator[str]:
-    """The dashboard with auth on, on a real uvicorn; the auth Secret exists."""
+async def create_secret(kube: KubeClient, namespace: str, *, viewer: bool = False) -> None:
+    """The auth Secret: the signing key and the user ``admin`` (and ``watcher``, a ``viewer``)."""
     users = [
         {
             "username": "admin",
@@ -54,6 +59,14 @@ async def base_url(
             "role": "administrator",
         }
     ]
+    if viewer:
+        users.append(
+            {
+                "username": "watcher",
+                "password_hash": tokens.hash_password(PASSWORD, iterations=1000),
+                "role": "viewer",
+            }
+        )
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -61,6 +74,14 @@ async def base_url(
         "data": {"signing-key": b64(KEY), "users": b64(json.dumps(users).encode())},
     }
     await kube.request("POST", SECRETS.path(namespace), body=secret)
+
+
+@pytest.fixture
+async def base_url(
+    kube: KubeClient, cache: ClusterCache, store: CrStore, namespace: str, tmp_path: Path
+) -> AsyncIterator[str]:
+    """The dashboard with auth on, on a real uvicorn; the auth Secret exists."""
+    await create_secret(kube, namespace, viewer=True)
     app = create_app(context(kube, cache, store, namespace, tmp_path, auth=True))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -85,8 +106,8 @@ def refused(response: httpx.Response, message: str) -> None:
     assert response.headers["X-API-Version"] == "1.0.0"
 
 
-async def login(http: httpx.AsyncClient) -> str:
-    answer = await http.post("/api/auth/login", json={"username": "admin", "password": PASSWORD})
+async def login(http: httpx.AsyncClient, username: str = "admin") -> str:
+    answer = await http.post("/api/auth/login", json={"username": username, "password": PASSWORD})
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["expires_in"] == 3600 and body["token"].startswith("eyJ")
@@ -153,6 +174,16 @@ async def test_the_websocket_needs_a_token_by_query_or_first_message(base_url: s
         await ws.send(json.dumps({"type": "auth", "token": token}))
         assert json.loads(await ws.recv())["type"] == "authenticated"
 
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        viewer = await login(http, "watcher")
+    async with connect(f"{ws_url}?token={viewer}") as ws:
+        assert json.loads(await ws.recv())["user"] == {"username": "watcher", "role": "viewer"}
+        await ws.send(
+            json.dumps({"type": "action", "action": "install_preset", "data": {"preset_id": "SD15_BASE"}})
+        )
+        refusal = json.loads(await ws.recv())
+        assert (refusal["type"], refusal["data"]["code"]) == ("error", "FORBIDDEN")
+
     for url, first in (
         (ws_url, {"type": "subscribe", "channels": ["downloads"]}),
         (f"{ws_url}?token=bad", None),
@@ -194,3 +225,102 @@ def test_tokens_and_password_hashes() -> None:
     for bad, now in ((token, 1010), ("a.b", 1000), ("x.y.z", 1000)):
         with pytest.raises(tokens.TokenError):
             tokens.verify(KEY, bad, now=now)
+
+
+async def test_rate_limits_per_token_and_per_ip_with_the_headers_on_every_answer(
+    kube: KubeClient, cache: ClusterCache, store: CrStore, namespace: str, tmp_path: Path
+) -> None:
+    """Each login token has its own window, apart from its IP's; refusals (401, 429) and an
+    unexpected error's 500 carry the rate headers too (a route that raises stands for any bug)."""
+    await create_secret(kube, namespace)
+    ctx = context(kube, cache, store, namespace, tmp_path, auth=True, rateLimitPerIp=4, rateLimitPerToken=2)
+    app = create_app(ctx)
+
+    @app.get("/api/test-boom")
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://d.test") as http:
+
+        def limits(response: httpx.Response) -> tuple[int, str, str]:
+            headers = response.headers
+            assert headers["X-API-Version"] == "1.0.0"
+            reset = int(headers["X-RateLimit-Reset"])
+            assert headers["X-RateLimit-Reset-Time"] == time.strftime(
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(reset)
+            )
+            return response.status_code, headers["X-RateLimit-Limit"], headers["X-RateLimit-Remaining"]
+
+        first = await login(http)  # IP: 1 of 4
+        http.cookies.clear()  # login also set the session cookie: send the token as a Bearer only
+        one = {"Authorization": f"Bearer {first}"}
+        assert limits(await http.get("/api/downloads", headers=one)) == (200, "2", "1")
+        assert limits(await http.get("/api/test-boom", headers=one)) == (500, "2", "0")
+        limited = await http.get("/api/downloads", headers=one)
+        assert limits(limited) == (429, "2", "0")
+        assert limited.json()["error"]["code"] == "RATE_LIMIT_EXCEEDED"
+        assert 1 <= int(limited.headers["Retry-After"]) <= 60
+
+        # The token's requests did not use the IP's window; a refused request counts in it.
+        assert limits(await http.get("/health")) == (200, "4", "2")
+        refused_answer = await http.get("/api/presets")
+        assert limits(refused_answer) == (401, "4", "1")
+        assert refused_answer.json()["error"]["code"] == "UNAUTHORIZED"
+        second = await login(http)  # IP: 4 of 4
+        http.cookies.clear()
+        two = {"Authorization": f"Bearer {second}"}
+        assert limits(await http.get("/api/downloads", headers=two)) == (200, "2", "1")  # its own window
+        forged = {"Authorization": f"Bearer {second}x"}  # not a token of ours: the IP's window
+        over = await http.get("/api/downloads", headers=forged)
+        assert limits(over) == (429, "4", "0") and "Retry-After" in over.headers
+
+
+async def test_every_route_refuses_bad_tokens_and_a_viewer_may_only_read(
+    kube: KubeClient, cache: ClusterCache, store: CrStore, namespace: str, tmp_path: Path
+) -> None:
+    """Every HTTP route of the app (found from its OpenAPI description, so a new one is covered too) but the
+    open ones answers 401 to a missing, wrong, expired or revoked token; a ``viewer`` reads but any
+    write (REST or the WebSocket's install_preset) is 403 ``FORBIDDEN``."""
+    await create_secret(kube, namespace, viewer=True)
+    app = create_app(context(kube, cache, store, namespace, tmp_path, auth=True, rateLimitEnabled=False))
+    calls = [
+        (method.upper(), re.sub(r"\{[^}]+\}", "00000000-0000-4000-8000-000000000000", path))
+        for path, operations in app.openapi()["paths"].items()
+        for method in sorted(operations)
+        if path not in ("/health", "/api/health", "/api/auth/login")
+    ]
+    assert len(calls) >= 25 and ("DELETE", "/api/models") in calls  # the seed's 27 but two open ones
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://d.test") as http:
+        revoked = await login(http)
+        await http.post("/api/auth/logout", headers={"Authorization": f"Bearer {revoked}"})
+        http.cookies.clear()
+        expired, _ = tokens.issue(KEY, "admin", "administrator", now=int(time.time()) - 7200, lifetime=60)
+        cases = {
+            "Authentication required": {},
+            "Invalid token": {"Authorization": f"Bearer {revoked[:-2]}xx"},
+            "Token expired": {"Authorization": f"Bearer {expired}"},
+            "Token revoked": {"Authorization": f"Bearer {revoked}"},
+        }
+        for message, headers in cases.items():
+            for method, path in calls:
+                answer = await http.request(method, path, headers=headers, json={})
+                assert answer.status_code == 401, (method, path, message, answer.text)
+                assert answer.json()["error"]["message"] == message, (method, path)
+
+        viewer = {"Authorization": f"Bearer {await login(http, 'watcher')}"}
+        http.cookies.clear()
+        assert (await http.get("/api/presets", headers=viewer)).status_code == 200
+        assert (await http.get("/api/auth/verify", headers=viewer)).json()["user"]["role"] == "viewer"
+        for method, path in (
+            ("POST", "/api/presets/SD15_BASE/install"),
+            ("DELETE", "/api/models"),
+            ("POST", "/api/comfyui/execute"),
+            ("DELETE", "/api/comfyui/queue"),
+            ("POST", "/api/workflows"),
+        ):
+            answer = await http.request(method, path, headers=viewer, json={"paths": ["x/y"]})
+            assert answer.status_code == 403, (method, path, answer.text)
+            assert answer.json()["error"]["code"] == "FORBIDDEN"
+        assert (await http.post("/api/auth/logout", headers=viewer)).json() == {"status": "success"}

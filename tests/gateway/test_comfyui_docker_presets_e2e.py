@@ -1,7 +1,9 @@
-"""A preset installed end to end through the dashboard: REST install → one ModelPull → the real
+"""A preset installed end to end through the dashboard: REST install → one ModelPull (destination
+``mixed``: the preset's files span the checkpoints and vae folders) → the real
 operator → the real downloader as a pod → ``download_progress`` then ``download_complete`` on a
 subscribed WebSocket (never on an unsubscribed one) → the preset reads installed → uninstall
-removes its files.
+removes its files; pause, resume and cancel of two others, and a third whose file the server does
+not have failing with the WebSocket's ``error`` ``DOWNLOAD_FAILED``.
 
 Everything is real (devcluster, operator, downloader, uvicorn, WebSockets) but the file server,
 which is the local Hub fake (real HTTP on 127.0.0.1) because the network is not reachable here.
@@ -81,11 +83,12 @@ async def test_a_preset_installs_with_progress_on_the_websocket_and_uninstalls(
     storage: Storage,
     cache: ClusterCache,
 ) -> None:
-    folder = f"checkpoints/{namespace}"
+    # A preset spanning type folders (a checkpoint and its VAE): one ModelPull of destination mixed.
+    paths = [f"checkpoints/{namespace}/a.safetensors", f"vae/{namespace}/b.safetensors"]
     files = []
-    for name in ("a.safetensors", "b.safetensors"):
-        url = hub.add_plain(f"{namespace}/{name}", FakeFile(data=bytes_of(namespace + name, SIZE)))
-        files.append({"path": f"{folder}/{name}", "url": url, "size_bytes": SIZE})
+    for path in paths:
+        url = hub.add_plain(f"{namespace}/{path}", FakeFile(data=bytes_of(namespace + path, SIZE)))
+        files.append({"path": path, "url": url, "size_bytes": SIZE})
     preset = {
         "id": "E2E_TINY",
         "name": "Tiny",
@@ -118,6 +121,8 @@ async def test_a_preset_installs_with_progress_on_the_websocket_and_uninstalls(
             started = await http.post("/api/presets/E2E_TINY/install", json={})
             assert started.status_code == 200, started.text
             download_id = started.json()["download_id"]
+            pull = cache.get(MP, dl.pull_name("E2E_TINY"))
+            assert pull is not None and pull["spec"]["destination"]["modelType"] == "mixed"
             seen = await download_messages(subscribed, within=90)
 
             progress = [m["data"] for m in seen if m["type"] == "download_progress"]
@@ -132,6 +137,7 @@ async def test_a_preset_installs_with_progress_on_the_websocket_and_uninstalls(
                 assert re.fullmatch(r"\d+ (MB|KB|B)/s", p["speed"]), p
                 assert p["eta"] == "unknown" or re.fullmatch(r"(\d+h \d+m|\d+m \d+s|\d+s)", p["eta"]), p
                 assert p["files"]["total"] == 2 and 0 <= p["files"]["completed"] <= 2
+                assert p["current_file"] in (None, *paths), p  # with its type folder, as the seed's
             # The unsubscribed client got nothing: its next message is the answer to this one.
             assert (await send(other, {"type": "subscribe", "channels": ["system"]}))["type"] == "subscribed"
 
@@ -144,10 +150,10 @@ async def test_a_preset_installs_with_progress_on_the_websocket_and_uninstalls(
             listed = (await http.get("/api/presets", params={"installed": "true"})).json()
             assert [p["id"] for p in listed["presets"]] == ["E2E_TINY"]
             models = (await http.get("/api/models", params={"search": "safetensors"})).json()["models"]
-            ours = [m for m in models if m["path"].startswith(folder + "/")]
-            assert [(m["path"], m["preset"], m["size_bytes"]) for m in ours] == [
-                (f"{folder}/a.safetensors", "E2E_TINY", SIZE),
-                (f"{folder}/b.safetensors", "E2E_TINY", SIZE),
+            ours = [m for m in models if m["path"] in paths]
+            assert [(m["path"], m["type"], m["preset"], m["size_bytes"]) for m in ours] == [
+                (paths[0], "checkpoints", "E2E_TINY", SIZE),
+                (paths[1], "vae", "E2E_TINY", SIZE),
             ]
             row = next(
                 d for d in (await http.get("/api/downloads")).json()["downloads"] if d["id"] == download_id
@@ -164,7 +170,7 @@ async def test_a_preset_installs_with_progress_on_the_websocket_and_uninstalls(
                 "files_removed": 2,
                 "space_freed_gb": 0.006,
             }
-            assert not (storage.models / folder / "a.safetensors").exists()
+            assert not any((storage.models / path).exists() for path in paths)
             assert cache.get(MP, dl.pull_name("E2E_TINY")) is None
             assert (await http.get("/api/presets/E2E_TINY/status")).json()["status"] == "not_installed"
     finally:
@@ -191,13 +197,18 @@ async def test_a_download_is_paused_resumed_and_another_cancelled(
     cache: ClusterCache,
 ) -> None:
     presets = []
-    for preset_id in ("E2E_PAUSE", "E2E_CANCEL"):
-        name = f"{namespace}/{preset_id}.safetensors"
-        url = hub.add_plain(name, FakeFile(data=bytes_of(name, SIZE)))
-        path = f"loras/{namespace}/{preset_id}.safetensors"
-        presets.append(
-            {"id": preset_id, "name": preset_id, "files": [{"path": path, "url": url, "size_bytes": SIZE}]}
-        )
+    # E2E_PAUSE spans two type folders (a mixed ModelPull), E2E_CANCEL has one (a loras ModelPull).
+    for preset_id, folders in (("E2E_PAUSE", ("loras", "vae")), ("E2E_CANCEL", ("loras",))):
+        files = []
+        for folder in folders:
+            name = f"{namespace}/{folder}/{preset_id}.safetensors"
+            url = hub.add_plain(name, FakeFile(data=bytes_of(name, SIZE)))
+            path = f"{folder}/{namespace}/{preset_id}.safetensors"
+            files.append({"path": path, "url": url, "size_bytes": SIZE})
+        presets.append({"id": preset_id, "name": preset_id, "files": files})
+    # E2E_BROKEN's file is not on the server (404): its download fails.
+    missing = {"path": f"vae/{namespace}/gone.safetensors", "url": f"{hub.base_url}/files/{namespace}/gone"}
+    presets.append({"id": "E2E_BROKEN", "name": "Broken", "files": [missing]})
     configmap = {"metadata": {"name": "comfyui-docker-presets"}, "data": {"presets": json.dumps(presets)}}
     await kube.request(
         "POST", CONFIGMAPS.path(namespace), body={"apiVersion": "v1", "kind": "ConfigMap", **configmap}
@@ -228,10 +239,31 @@ async def test_a_download_is_paused_resumed_and_another_cancelled(
             await phase_reaches(cache, dl.pull_name("E2E_PAUSE"), "Completed", 90)
             status = (await http.get("/api/presets/E2E_PAUSE/status")).json()
             assert (status["status"], status["progress"]) == ("installed", 100.0)
+            assert status["files"] == {"total": 2, "completed": 2, "failed": 0}
+            assert (storage.models / "vae" / namespace / "E2E_PAUSE.safetensors").stat().st_size == SIZE
             rows = {
                 row["id"]: row["status"] for row in (await http.get("/api/downloads")).json()["downloads"]
             }
             assert rows == {paused_id: "completed", cancel_id: "cancelled"}
             assert (await http.get("/api/presets/E2E_CANCEL/status")).json()["status"] == "cancelled"
+
+            # A failed download: the WebSocket's error DOWNLOAD_FAILED (the guide's shape), a
+            # failed status and download row.
+            async with connect(base_url.replace("http://", "ws://") + "/ws") as ws:
+                assert (await send(ws, {"type": "subscribe", "channels": ["downloads"]}))[
+                    "type"
+                ] == "subscribed"
+                broken_id = (await http.post("/api/presets/E2E_BROKEN/install")).json()["download_id"]
+                seen = await download_messages(ws, within=90)
+            failure = seen[-1]
+            assert (failure["type"], failure["data"]["code"]) == ("error", "DOWNLOAD_FAILED"), seen
+            assert failure["data"]["message"]
+            assert failure["data"]["details"]["download_id"] == broken_id
+            assert set(failure["data"]["details"]) >= {"file", "error"}
+            assert (await http.get("/api/presets/E2E_BROKEN/status")).json()["status"] == "failed"
+            rows = {
+                row["id"]: row["status"] for row in (await http.get("/api/downloads")).json()["downloads"]
+            }
+            assert rows[broken_id] == "failed"
     finally:
         hub.throttle_bytes_per_second = 0

@@ -134,6 +134,9 @@ async def test_templates_from_the_configmap_and_saved_workflows_are_listed_and_r
     assert [row["id"] for row in filtered["workflows"]] == ["my_custom_workflow"] and filtered["total"] == 1
     searched = (await http.get("/api/workflows", params={"search": "wan"})).json()
     assert [row["id"] for row in searched["workflows"]] == ["wan_t2v_basic"]
+    paged = (await http.get("/api/workflows", params={"page": 2, "per_page": 2})).json()
+    assert [row["id"] for row in paged["workflows"]] == [row["id"] for row in listed["workflows"]][2:]
+    assert (paged["total"], paged["page"], paged["has_next"], paged["has_prev"]) == (3, 2, False, True)
 
     # saving the same name again replaces the workflow; a template's id is refused
     changed = {**GRAPH, "3": {"class_type": "SaveImage", "inputs": {}}}

@@ -104,6 +104,12 @@ async def test_install_action_protocol_errors_and_pushes_only_to_subscribers(bas
             client, {"type": "action", "action": "install_preset", "data": {"preset_id": "NOPE"}}
         )
         assert missing["data"]["code"] == "PRESET_NOT_FOUND"
+        # The preset id beside the action (the product's architecture document's shape) reads too.
+        beside = await ask(client, {"type": "action", "action": "install_preset", "preset_id": "NOPE2"})
+        assert (beside["data"]["code"], beside["data"]["details"]) == (
+            "PRESET_NOT_FOUND",
+            {"preset_id": "NOPE2"},
+        )
         other = await ask(client, {"type": "action", "action": "reboot", "data": {}})
         assert other["data"]["code"] == "INVALID_REQUEST"
 

@@ -13,16 +13,34 @@ Decisions (document vs product shapes, deviations):
 - Errors are ``{"error": {"code", "message", "details", "timestamp"}}`` with the seed's codes and
   the statuses issue 12 takes from the product's companion guide (``errors``); bad input is a 400
   ``INVALID_REQUEST`` (a code of ours: the seed has none for it), never a 422 or a 500.
-- Every answer carries ``X-API-Version: 1.0.0``.
+- Every answer carries ``X-API-Version: 1.0.0`` and the rate limit's ``X-RateLimit-Limit /
+  Remaining / Reset`` (and the guide's ``X-RateLimit-Reset-Time``), errors included: an unexpected
+  error's 500 is rendered inside the profile so it has them too. CORS (``CORS_ORIGINS``, every
+  origin by default) exposes them and ``Retry-After`` to browser clients; preflights are answered
+  by the CORS layer and not counted.
+- ``/health`` carries the guide's ``service: comfyui-dashboard`` besides the seed's fields.
+- The guide's optional paging (``page``, ``per_page``) on the preset, model and workflow lists:
+  given either, the answer is that page with ``page``, ``per_page``, ``has_next``, ``has_prev``
+  (the counts still cover every match); without them, every row, as the seed.
+- Roles: ``administrator`` (the seed's) and any other role may do everything; ``viewer`` (ours)
+  may only read: a write is 403 ``FORBIDDEN`` (the guide's "Insufficient permissions").
+- The companion guide's Python / JavaScript SDK and WebSocket client examples run against this
+  profile as written (``tests/gateway/test_comfyui_docker_guide_clients.py``); their "API key" is
+  a login token (the product's ``generate-key`` API keys do not exist here).
 - ``/health`` is at the root as the seed writes it, and also at ``/api/health`` for clients that
   join the base URL ``/api`` with ``/health``.
 - A preset is one ModelPull (URL source, every file of the preset) whose destination is the type
-  folder its files share. A ModelPull has exactly one destination folder, so a preset whose files
-  span folders (checkpoint + VAE + text encoder) is refused with a 400 naming the folders; the
-  built-in catalog holds only single-folder presets. The core change this needs: a ModelPull
-  destination at the models volume's root, so each file's path carries its type folder.
+  folder its files share, or ``mixed`` when they span folders (checkpoint + VAE + text encoder:
+  each file's path keeps its type folder). A preset with files outside the model type folders
+  (the product's ``audio``, ``audio_encoders``, ``TTS``) is refused with 400 ``INVALID_REQUEST``
+  naming them (``details.unsupported_folders``). The catalog ConfigMap may hold our list shape or
+  the product's own ``presets.yaml`` (a mapping by id, ``size`` strings); without it the built-in
+  catalog serves, which holds real multi-folder presets of the product's catalog.
 - ``installed`` means every file of the preset is on the models volume (the index), whoever put it
   there; the ModelPull gives the install state, its progress and the install date.
+- ``DOWNLOAD_FAILED``: 500 on install when the cluster refuses the preset's ModelPull (a catalog
+  entry beyond the CRD's limits); a download that fails later is the WebSocket's ``error``
+  ``DOWNLOAD_FAILED`` (the guide's shape) and a ``failed`` preset status / download row.
 - ``download_id`` is ``dl_`` and six digits, chosen when the ModelPull is created and kept as its
   label; it resolves for as long as that ModelPull lives (a new install after a failed or
   cancelled one is a new download with a new id).
@@ -38,6 +56,10 @@ Decisions (document vs product shapes, deviations):
   file.
 - ``DELETE /api/models`` refuses (``MODEL_IN_USE`` in ``errors``) a file the downloads of two or
   more presets hold; a file one preset holds is deleted, and that preset then reads not installed.
+  When none of the paths names a model file, the answer is the guide's 404 ``MODEL_NOT_FOUND``
+  (``details.errors`` per path); a partial failure is the seed's 200 with ``errors``.
+  Uninstalling a preset never removes a file another live ModelPull lists (another preset's
+  download sharing its VAE or text encoder, or any other pull of the namespace).
 - The WebSocket answers ``subscribe`` / ``unsubscribe`` with ``subscribed`` / ``unsubscribed``
   (the connection's channels), an action with ``action_result``, and a successful ``auth`` with
   ``authenticated``: message types of ours, which the seed leaves open (``ws``).
@@ -106,10 +128,23 @@ TITLE = "ComfyUI-Docker Dashboard API"
 DESCRIPTION = "ComfyUI-Docker unified dashboard"
 
 
+EXPOSED_HEADERS = (
+    "X-API-Version",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+    "X-RateLimit-Reset-Time",
+    "Retry-After",
+)
+"""Headers a browser client of another origin may read (the rate limit's and the version)."""
+
+
 def cors_from_env(value: str | None) -> CorsSettings:
     """The seed's policy: every origin by default, ``CORS_ORIGINS`` (comma-separated) narrows it."""
     origins = [item.strip() for item in (value or "").split(",") if item.strip()] or ["*"]
-    return CorsSettings(allowOrigins=origins, allowMethods=["*"], allowHeaders=["*"])
+    return CorsSettings(
+        allowOrigins=origins, allowMethods=["*"], allowHeaders=["*"], exposeHeaders=list(EXPOSED_HEADERS)
+    )
 
 
 CORS = cors_from_env(os.environ.get("CORS_ORIGINS"))
@@ -141,7 +176,7 @@ def build_app(ctx: GatewayContext, *, cors: bool = True) -> FastAPI:
             allow_origins=CORS.allowOrigins,
             allow_methods=CORS.allowMethods,
             allow_headers=CORS.allowHeaders,
-            expose_headers=["X-API-Version"],
+            expose_headers=CORS.exposeHeaders,
         )
     board = Dashboard(ctx, settings)
     app.state.dashboard = board

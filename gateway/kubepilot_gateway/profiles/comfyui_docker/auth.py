@@ -11,6 +11,9 @@ expiring signed tokens, logout that revokes.
   is this gateway replica's memory: with several replicas, a revoked token stays valid on the
   others until it expires (the core change suggested: a shared revocation store).
 - Open without a token: ``/health``, ``/api/health`` and ``/api/auth/login`` (and CORS preflights).
+- Roles: a user's ``role`` is the seed's (``administrator``, or any other name: full access),
+  except ``viewer`` (ours), which may only read: any other method than GET / HEAD (but logout), and
+  the WebSocket's ``install_preset``, is 403 ``FORBIDDEN`` ("Insufficient permissions", the guide).
 """
 
 from __future__ import annotations
@@ -40,6 +43,17 @@ log = logging.getLogger(__name__)
 JsonObject = dict[str, Any]
 COOKIE = "session"
 OPEN_PATHS = frozenset({"/health", "/api/health", "/api/auth/login"})
+READ_ONLY_ROLE = "viewer"
+READ_METHODS = frozenset({"GET", "HEAD"})
+ALWAYS_ALLOWED = frozenset({"/api/auth/logout"})
+
+
+def forbidden() -> HTTPException:
+    return api_error(403, "FORBIDDEN", "Insufficient permissions: this user may only read")
+
+
+def may_write(claims: tokens.Claims) -> bool:
+    return claims.role != READ_ONLY_ROLE
 
 
 @dataclass(frozen=True)
@@ -149,7 +163,14 @@ def auth_middleware(
         path = relative_path(request.url.path, str(request.scope.get("root_path", "")))
         if auth.enabled and request.method != "OPTIONS" and path not in OPEN_PATHS:
             try:
-                request.state.claims = await auth.check(request_token(request))
+                claims = await auth.check(request_token(request))
+                if (
+                    request.method not in READ_METHODS
+                    and path not in ALWAYS_ALLOWED
+                    and not may_write(claims)
+                ):
+                    raise forbidden()
+                request.state.claims = claims
             except HTTPException as error:
                 detail: JsonObject = error.detail if isinstance(error.detail, dict) else {}
                 problem = Problem(error.status_code, detail, str(detail.get("message") or ""), "auth")

@@ -22,7 +22,16 @@ import psutil
 from kubepilot_api.constants import LABEL_PROFILE
 from kubepilot_gateway.bus import ResourceEvent
 from kubepilot_gateway.context import GatewayContext
-from kubepilot_gateway.kube import CONFIGMAPS, AlreadyExists, Conflict, KubeError, NotFound, resource_for
+from kubepilot_gateway.kube import (
+    CONFIGMAPS,
+    AlreadyExists,
+    BadRequest,
+    Conflict,
+    Invalid,
+    KubeError,
+    NotFound,
+    resource_for,
+)
 from kubepilot_gateway.profiles.comfyui_docker import catalog as cat
 from kubepilot_gateway.profiles.comfyui_docker import downloads as dl
 from kubepilot_gateway.profiles.comfyui_docker.config import ComfyUiDockerSettings
@@ -125,10 +134,8 @@ class Dashboard:
         for pull in self.pulls():
             if dl.phase(pull) in ("Cancelled", "Removing"):
                 continue
-            spec = pull.get("spec") or {}
-            folder = str((spec.get("destination") or {}).get("modelType") or "")
-            for item in (spec.get("source") or {}).get("urls") or []:
-                owned[f"{folder}/{item.get('path')}"] = dl.preset_id(pull)
+            for path in dl.listed_paths(pull):
+                owned[path] = dl.preset_id(pull)
         return owned
 
     def holders(self) -> dict[str, set[str]]:
@@ -139,11 +146,7 @@ class Dashboard:
             if dl.phase(pull) in ("Cancelled", "Removing"):
                 continue
             owner = dl.preset_id(pull) or dl.meta(pull)["name"]
-            spec = pull.get("spec") or {}
-            folder = str((spec.get("destination") or {}).get("modelType") or "")
-            subdir = str((spec.get("destination") or {}).get("subdir") or "")
-            base = f"{folder}/{subdir}" if subdir else folder
-            paths = [f"{base}/{item.get('path')}" for item in (spec.get("source") or {}).get("urls") or []]
+            paths = dl.listed_paths(pull)
             paths += [str(item.get("path") or "") for item in dl.status(pull).get("files") or []]
             for path in paths:
                 held.setdefault(path, set()).add(owner)
@@ -151,7 +154,8 @@ class Dashboard:
 
     async def delete_models(self, paths: list[str]) -> JsonObject:
         """DELETE /api/models: each path normalised and contained in the models volume; a file held by
-        the downloads of two or more presets is kept (``MODEL_IN_USE``)."""
+        the downloads of two or more presets is kept (``MODEL_IN_USE``); 404 ``MODEL_NOT_FOUND`` when
+        none of the paths names a model file."""
         files = await self.files()
         holders = self.holders()
         deleted, freed, errors = 0, 0, []
@@ -179,6 +183,9 @@ class Dashboard:
                 errors.append(
                     {"path": raw, "code": "MODEL_NOT_FOUND", "message": "Model file does not exist"}
                 )
+        if not deleted and all(error["code"] == "MODEL_NOT_FOUND" for error in errors):
+            # Nothing asked for exists: the guide's 404 (a partial failure stays a 200 with errors).
+            raise api_error(404, "MODEL_NOT_FOUND", "Requested model file does not exist", {"errors": errors})
         return {"deleted": deleted, "space_freed_gb": cat.gb(freed), "errors": errors}
 
     # -- waiting on the bus -----------------------------------------------------------------------
@@ -247,12 +254,15 @@ class Dashboard:
             raise api_error(
                 400, "INVALID_REQUEST", "priority must be low, normal or high", {"priority": priority}
             )
-        if dl.install_folder(preset) is None:
+        unsupported = dl.unsupported_folders(preset)
+        if unsupported or not preset.files:
             raise api_error(
                 400,
                 "INVALID_REQUEST",
-                "This preset's files span several model folders, which one download cannot hold yet",
-                {"preset_id": preset.id, "folders": sorted({f.folder for f in preset.files})},
+                f"This preset's files are not under model type folders: {', '.join(unsupported)}"
+                if unsupported
+                else "This preset lists no files",
+                {"preset_id": preset.id, "unsupported_folders": unsupported},
             )
         files = await self.files()
         pull = self.pull(preset.id)
@@ -284,6 +294,15 @@ class Dashboard:
         except AlreadyExists:
             # A concurrent install won the race: its ModelPull is this install too.
             created = await self.ctx.store.get(MODEL_PULLS, dl.pull_name(preset.id))
+        except (Invalid, BadRequest) as error:
+            # The catalog entry makes a download the cluster refuses (a URL or path too long, a bad
+            # checksum): the guide's 500 DOWNLOAD_FAILED, with the API server's reason.
+            raise api_error(
+                500,
+                "DOWNLOAD_FAILED",
+                f"The download of preset {preset.id} could not be started: {error}",
+                {"preset_id": preset.id},
+            ) from error
         return self.install_answer(preset, created, files)
 
     def install_answer(self, preset: cat.Preset, pull: JsonObject, files: dict[str, ModelFile]) -> JsonObject:
@@ -297,14 +316,16 @@ class Dashboard:
         }
 
     async def uninstall(self, preset_id: str) -> JsonObject:
-        """Remove the preset's files (not those another preset's download also holds)."""
+        """Remove the preset's files (not those another live ModelPull also lists: the operator's
+        finalizer keeps them, and so does the sweep of what is left here)."""
         preset = await self.preset(preset_id)
         before = await self.files()
         present = {f.path: before[f.path].size for f in preset.files if f.path in before}
         pull = self.pull(preset.id)
         if pull is not None:
             await self.delete_pull(pull, "Delete")
-        held = {path for path, owner in self.owners().items() if owner != preset.id}
+        # Files another live ModelPull (another preset's, or any other of the namespace) lists stay.
+        held = {path for path, owners in self.holders().items() if owners - {preset.id}}
         await asyncio.to_thread(self._remove, [p for p in present if p not in held])
         after = await self.files()
         removed = {path: size for path, size in present.items() if path not in after}

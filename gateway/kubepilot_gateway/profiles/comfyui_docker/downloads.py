@@ -3,7 +3,10 @@
 Installing a preset is ONE ModelPull named after the preset (``pull_name``: the API server is the
 lock against two concurrent installs), of URL source type with every file of the preset, labelled
 with the profile and carrying the download id as a label (``dl_`` and six digits, chosen at
-creation and never changed: it resolves for as long as the ModelPull lives).
+creation and never changed: it resolves for as long as the ModelPull lives). Its destination is
+the type folder the files share, or ``mixed`` when they span folders (checkpoint + VAE + text
+encoder): each file's path then keeps its type folder. Files under a folder that is no model type
+(the product's ``audio``, ``audio_encoders``, ``TTS``) cannot be pulled: the install is refused.
 
 The seed's number formats live here: ``progress`` a percent with one decimal (45.2),
 ``speed_mbps`` MB/s (decimal megabytes) as a float, the WebSocket's ``speed`` ``"125 MB/s"`` and
@@ -19,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from kubepilot_api.constants import GROUP, LABEL_PROFILE
+from kubepilot_api.modelpull import TYPE_FOLDERS as _TYPE_FOLDERS
 from kubepilot_api.modelpull import ModelType
 from kubepilot_gateway.profiles.comfyui_docker.catalog import Preset
 
@@ -51,7 +55,9 @@ PRESET_STATUS = {
     "Removing": "uninstalling",
 }
 PRIORITIES = {"low": "Low", "normal": "Normal", "high": "High"}
-MODEL_TYPES = frozenset(item.value for item in ModelType)
+MIXED = ModelType.MIXED.value
+TYPE_FOLDERS = frozenset(_TYPE_FOLDERS)
+"""The type folders a preset's files may live in (every ModelPull destination but ``mixed``)."""
 
 
 def pull_name(preset_id: str) -> str:
@@ -66,22 +72,30 @@ def new_download_id() -> str:
 
 
 def install_folder(preset: Preset) -> str | None:
-    """The one type folder every file of ``preset`` lives in (a ModelPull's destination), else None."""
+    """The one type folder every file of ``preset`` lives in, else None (the files span folders)."""
     folders = {f.folder for f in preset.files}
     if len(folders) != 1:
         return None
     (folder,) = folders
-    return folder if folder in MODEL_TYPES else None
+    return folder
+
+
+def unsupported_folders(preset: Preset) -> list[str]:
+    """The type folders of ``preset``'s files that a ModelPull cannot write to (the product's catalog
+    has ``audio``, ``audio_encoders`` and ``TTS``, which the models volume has no type for)."""
+    return sorted({f.folder for f in preset.files} - TYPE_FOLDERS)
 
 
 def new_model_pull(preset: Preset, *, download_id: str, force: bool, priority: str) -> JsonObject:
-    """The ModelPull that installs ``preset`` (its files share ``install_folder``)."""
+    """The ONE ModelPull that installs ``preset``: destination its type folder when every file shares
+    one, else ``mixed`` (each file's path keeps its type folder: ``checkpoints/x``, ``vae/y``)."""
+    if not preset.files or unsupported_folders(preset):
+        raise ValueError(f"preset {preset.id} has no files or files outside the models volume's type folders")
     folder = install_folder(preset)
-    if folder is None:
-        raise ValueError(f"preset {preset.id} has files in several type folders")
+    strip = len(folder) + 1 if folder is not None else 0
     urls: list[JsonObject] = []
     for item in preset.files:
-        url: JsonObject = {"url": item.url, "path": item.path[len(folder) + 1 :]}
+        url: JsonObject = {"url": item.url, "path": item.path[strip:]}
         if item.size_bytes >= 0:
             url["sizeBytes"] = item.size_bytes
         if item.sha256:
@@ -96,7 +110,7 @@ def new_model_pull(preset: Preset, *, download_id: str, force: bool, priority: s
         },
         "spec": {
             "source": {"type": "URL", "urls": urls},
-            "destination": {"modelType": folder},
+            "destination": {"modelType": folder if folder is not None else MIXED},
             "displayName": preset.name[:253],
             "category": preset.category[:253],
             "catalogRef": {"catalog": CATALOG_NAME, "entry": preset.id},
@@ -105,6 +119,21 @@ def new_model_pull(preset: Preset, *, download_id: str, force: bool, priority: s
             "priority": PRIORITIES[priority],
         },
     }
+
+
+def listed_paths(pull: JsonObject) -> list[str]:
+    """The model paths (relative to the models volume) of the URL files ``pull``'s spec lists: under
+    its type folder (and subdir), or as written for a ``mixed`` pull."""
+    spec = pull.get("spec") or {}
+    destination = spec.get("destination") or {}
+    folder = str(destination.get("modelType") or "")
+    subdir = str(destination.get("subdir") or "")
+    base = "" if folder == MIXED else (f"{folder}/{subdir}" if subdir else folder)
+    paths = []
+    for item in (spec.get("source") or {}).get("urls") or []:
+        path = str(item.get("path") or "")
+        paths.append(f"{base}/{path}" if base else path)
+    return paths
 
 
 # -- reading a ModelPull -------------------------------------------------------------------------

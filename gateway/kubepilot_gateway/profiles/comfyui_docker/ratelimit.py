@@ -1,6 +1,9 @@
 """The seed's rate limits: 100 requests a minute per IP unauthenticated, 1,000 per token
-authenticated, with ``X-RateLimit-Limit / Remaining / Reset`` on every answer (errors included)
-and a 429 ``RATE_LIMIT_EXCEEDED`` with ``Retry-After`` past the limit.
+authenticated, with ``X-RateLimit-Limit / Remaining / Reset`` on every answer (errors included:
+bad input, 401 refusals, 404s and the 500 of an unexpected error, which is rendered here so that
+it carries them too) and a 429 ``RATE_LIMIT_EXCEEDED`` with ``Retry-After`` past the limit. The
+companion guide's ``X-RateLimit-Reset-Time`` (the reset as an ISO time) is sent as well. CORS
+preflights are answered by the CORS layer outside this one and are not counted.
 
 Fixed one-minute windows aligned to the clock (``Reset`` is the window's end, epoch seconds).
 The counters are this gateway replica's memory: with N replicas behind one Service a client gets
@@ -11,6 +14,7 @@ cannot escape the per-IP limit.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -19,10 +23,12 @@ from fastapi import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from kubepilot_gateway.app.errors import Problem
+from kubepilot_gateway.app.errors import INTERNAL_ERROR, Problem
 from kubepilot_gateway.profiles.comfyui_docker.auth import Authenticator, request_token
 from kubepilot_gateway.profiles.comfyui_docker.config import ComfyUiDockerSettings
 from kubepilot_gateway.profiles.comfyui_docker.errors import envelope
+
+log = logging.getLogger(__name__)
 
 
 class RateLimiter:
@@ -43,6 +49,16 @@ class RateLimiter:
         return count <= limit, max(limit - count, 0), start + self.window
 
 
+async def answer(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """``call_next``'s response; an unexpected error as the envelope's 500 (logged here), which Starlette
+    would otherwise answer from its outermost layer, without this profile's headers."""
+    try:
+        return await call_next(request)
+    except Exception:
+        log.exception("%s %s failed", request.method, request.url.path)
+        return envelope(request, Problem(500, INTERNAL_ERROR, INTERNAL_ERROR, "internal"))
+
+
 def rate_limit_middleware(
     settings: ComfyUiDockerSettings, auth: Authenticator
 ) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
@@ -50,7 +66,7 @@ def rate_limit_middleware(
 
     async def middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         if not settings.rateLimitEnabled:
-            return await call_next(request)
+            return await answer(request, call_next)
         key, limit = f"ip:{request.client.host if request.client else 'unknown'}", settings.rateLimitPerIp
         token = request_token(request)
         if auth.enabled and token:
@@ -66,9 +82,10 @@ def rate_limit_middleware(
             "X-RateLimit-Limit": str(limit),
             "X-RateLimit-Remaining": str(remaining),
             "X-RateLimit-Reset": str(reset),
+            "X-RateLimit-Reset-Time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(reset)),
         }
         if allowed:
-            response = await call_next(request)
+            response = await answer(request, call_next)
         else:
             retry = str(max(math.ceil(reset - now), 1))
             detail = {

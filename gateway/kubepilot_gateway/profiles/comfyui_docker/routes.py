@@ -27,6 +27,27 @@ SEED_TYPES = ("checkpoints", "text_encoders", "vae", "loras")
 """The type folders the seed always shows (with a count of 0 when empty)."""
 
 
+MAX_PER_PAGE = 1000
+
+
+def paginate(
+    rows: list[JsonObject], page: int | None, per_page: int | None
+) -> tuple[list[JsonObject], JsonObject]:
+    """The companion guide's optional paging (``page`` from 1, ``per_page``, 20 by default): the rows of
+    that page and the guide's ``page`` / ``per_page`` / ``has_next`` / ``has_prev``. Without either
+    parameter every row is answered and nothing is added (the seed's lists have no paging)."""
+    if page is None and per_page is None:
+        return rows, {}
+    number, size = page or 1, per_page or 20
+    start = (number - 1) * size
+    fields = {"page": number, "per_page": size, "has_next": start + size < len(rows), "has_prev": number > 1}
+    return rows[start : start + size], fields
+
+
+PAGE = Query(default=None, ge=1, description="Page number (the guide's optional paging).")
+PER_PAGE = Query(default=None, ge=1, le=MAX_PER_PAGE, description="Rows a page (20 when only page is given).")
+
+
 class DeleteModelsRequest(BaseModel):
     """DELETE /api/models's body."""
 
@@ -51,8 +72,14 @@ def create_router(board: Dashboard) -> APIRouter:
     @router.get("/health")
     @router.get("/api/health")
     async def health() -> JsonObject:
-        """CD-01 (and the ``/api/health`` alias a client joining the base URL asks for)."""
-        return {"status": "healthy", "version": API_VERSION, "timestamp": now_iso()}
+        """CD-01 (and the ``/api/health`` alias a client joining the base URL asks for); ``service`` is
+        the companion guide's."""
+        return {
+            "status": "healthy",
+            "service": "comfyui-dashboard",
+            "version": API_VERSION,
+            "timestamp": now_iso(),
+        }
 
     def disk() -> tuple[int, int]:
         try:
@@ -126,8 +153,11 @@ def create_router(board: Dashboard) -> APIRouter:
         type: str | None = None,  # the seed's query parameter name
         installed: bool | None = None,
         search: str | None = None,
+        page: int | None = PAGE,
+        per_page: int | None = PER_PAGE,
     ) -> JsonObject:
-        """CD-04: the catalog with what is installed, filtered; ``total`` counts the whole catalog."""
+        """CD-04: the catalog with what is installed, filtered; ``total`` counts the whole catalog,
+        ``filtered`` the matches (all pages)."""
         catalog = await board.catalog()
         files = await board.files()
         rows = []
@@ -142,11 +172,13 @@ def create_router(board: Dashboard) -> APIRouter:
             if search is not None and not preset.matches(search):
                 continue
             rows.append(preset_row(preset, done))
+        shown, paging = paginate(rows, page, per_page)
         return {
-            "presets": rows,
+            "presets": shown,
             "total": len(catalog.presets),
             "filtered": len(rows),
             "categories": catalog.categories(),
+            **paging,
         }
 
     @router.get("/api/presets/{preset_id}/status")
@@ -256,15 +288,19 @@ def create_router(board: Dashboard) -> APIRouter:
 
     @router.delete("/api/models")
     async def delete_models(body: DeleteModelsRequest) -> JsonObject:
-        """CD-10: per-path failures go into ``errors`` (``MODEL_NOT_FOUND``, ``MODEL_IN_USE``)."""
+        """CD-10: per-path failures go into ``errors`` (``MODEL_NOT_FOUND``, ``MODEL_IN_USE``); 404
+        ``MODEL_NOT_FOUND`` when no path names a model file."""
         return await board.delete_models(body.paths)
 
     @router.get("/api/models")
     async def list_models(
         type: str | None = None,  # the seed's query parameter name
         search: str | None = Query(default=None, description="Search in the file name."),
+        page: int | None = PAGE,
+        per_page: int | None = PER_PAGE,
     ) -> JsonObject:
-        """CD-09: the model files from the index; ``preset`` is the preset whose download lists it."""
+        """CD-09: the model files from the index; ``preset`` is the preset whose download lists it;
+        ``total`` and ``total_size_gb`` cover every match (all pages)."""
         owners = board.owners()
         catalog = await board.catalog()
         for preset in catalog.presets:
@@ -289,10 +325,7 @@ def create_router(board: Dashboard) -> APIRouter:
                     "size_bytes": item.size,
                 }
             )
-        return {
-            "models": rows,
-            "total": len(rows),
-            "total_size_gb": cat.gb(total_bytes),
-        }
+        shown, paging = paginate(rows, page, per_page)
+        return {"models": shown, "total": len(rows), "total_size_gb": cat.gb(total_bytes), **paging}
 
     return router

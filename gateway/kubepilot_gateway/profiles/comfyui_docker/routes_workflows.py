@@ -3,7 +3,8 @@
 
 Answers beyond the seed's: list rows and the single workflow carry ``source`` (``template`` /
 ``user``), and the single workflow its list row's fields besides ``id`` and ``workflow``; ``total``
-counts the rows returned (after ``category`` / ``search``). Errors: an id that cannot name a
+counts the matches (after ``category`` / ``search``, all pages: the guide's optional ``page`` /
+``per_page`` paging). Errors: an id that cannot name a
 workflow is 400 ``INVALID_REQUEST``, an unknown one 404 ``WORKFLOW_NOT_FOUND`` (a code of ours);
 a save with a bad graph 400 ``INVALID_WORKFLOW``; a body over ``workflowMaxBytes`` 413
 ``PAYLOAD_TOO_LARGE`` (read no further than the limit); a name that is a template's id 409
@@ -20,6 +21,7 @@ from fastapi import APIRouter, Request
 from kubepilot_gateway.profiles.comfyui_docker import workflows as wf
 from kubepilot_gateway.profiles.comfyui_docker.dashboard import Dashboard
 from kubepilot_gateway.profiles.comfyui_docker.errors import api_error, now_iso
+from kubepilot_gateway.profiles.comfyui_docker.routes import PAGE, PER_PAGE, paginate
 
 JsonObject = dict[str, Any]
 
@@ -53,11 +55,18 @@ def create_router(board: Dashboard, store: wf.Workflows) -> APIRouter:
         return await store.templates(await board.catalog())
 
     @router.get("/api/workflows")
-    async def list_workflows(category: str | None = None, search: str | None = None) -> JsonObject:
-        """CD-18: templates, then user workflows, filtered by category and a name/description search."""
+    async def list_workflows(
+        category: str | None = None,
+        search: str | None = None,
+        page: int | None = PAGE,
+        per_page: int | None = PER_PAGE,
+    ) -> JsonObject:
+        """CD-18: templates, then user workflows, filtered by category and a name/description search
+        (``total``: every match, all pages)."""
         found = list((await templates()).values()) + await store.user()
         rows = [flow.row() for flow in found if flow.matches(category, search)]
-        return {"workflows": rows, "total": len(rows)}
+        shown, paging = paginate(rows, page, per_page)
+        return {"workflows": shown, "total": len(rows), **paging}
 
     @router.get("/api/workflows/{workflow_id}")
     async def get_workflow(workflow_id: str) -> JsonObject:

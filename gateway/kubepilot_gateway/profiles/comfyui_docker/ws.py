@@ -1,7 +1,8 @@
 """The dashboard's WebSocket ``/ws``: channel subscriptions fed from the event bus.
 
 Client → server: ``subscribe`` / ``unsubscribe`` with a ``channels`` array (``downloads``,
-``queue``, ``system``, ``workflows``), and ``action`` ``install_preset`` with ``data.preset_id``.
+``queue``, ``system``, ``workflows``), and ``action`` ``install_preset`` with ``data.preset_id`` (or
+``preset_id`` beside ``action``, as the product's architecture document writes it).
 Server → client: ``download_progress``, ``download_complete`` and ``error`` (``DOWNLOAD_FAILED``)
 from this profile's ModelPull changes on the bus, each only while the client is subscribed to
 ``downloads``; ``system_status`` (CPU, memory, GPU and disk percents) every
@@ -19,7 +20,8 @@ the socket is closed (1008). A valid one is answered ``{"type": "authenticated",
 Our additions, which the seed leaves open: a ``subscribed`` / ``unsubscribed`` answer naming the
 connection's channels (a client knows from then on that the server sends them), an
 ``action_result`` answer carrying what ``POST /api/presets/{id}/install`` answers, and ``error``
-messages (``INVALID_REQUEST``, or the install's own code) for anything the server cannot do.
+messages (``INVALID_REQUEST``, ``FORBIDDEN`` for a read-only ``viewer``, or the install's own code)
+for anything the server cannot do.
 
 The bus is subscribed before the first message is read, so a change made after the client's
 ``subscribed`` arrives is never missed. When the bus reports lost events (``Lagged``), a
@@ -41,7 +43,8 @@ from kubepilot_api.constants import LABEL_PROFILE
 from kubepilot_gateway.bus import Lagged, ResourceEvent
 from kubepilot_gateway.profiles.comfyui_docker import comfyui as cf
 from kubepilot_gateway.profiles.comfyui_docker import downloads as dl
-from kubepilot_gateway.profiles.comfyui_docker.auth import Authenticator
+from kubepilot_gateway.profiles.comfyui_docker import tokens
+from kubepilot_gateway.profiles.comfyui_docker.auth import Authenticator, may_write
 from kubepilot_gateway.profiles.comfyui_docker.dashboard import MODEL_PULLS, Dashboard
 from kubepilot_gateway.profiles.comfyui_docker.executions import GENERATION_JOBS, Executions
 
@@ -59,8 +62,11 @@ def error_message(code: str, message: str, details: Any = None) -> JsonObject:
 class Connection:
     """One client: its channels and a send lock (the bus pump and the reader both send)."""
 
-    def __init__(self, websocket: WebSocket, board: Dashboard, executions: Executions) -> None:
+    def __init__(
+        self, websocket: WebSocket, board: Dashboard, executions: Executions, *, may_write: bool = True
+    ) -> None:
         self.websocket = websocket
+        self.may_write = may_write
         self.board = board
         self.executions = executions
         self.channels: set[str] = set()
@@ -167,7 +173,10 @@ class Connection:
     async def _action(self, message: JsonObject) -> None:
         action = message.get("action")
         raw_data = message.get("data")
-        data: JsonObject = raw_data if isinstance(raw_data, dict) else {}
+        data: JsonObject = dict(raw_data) if isinstance(raw_data, dict) else {}
+        if "preset_id" not in data and "preset_id" in message:
+            # The product's architecture document writes the preset id beside the action.
+            data["preset_id"] = message["preset_id"]
         if action != "install_preset" or not isinstance(data.get("preset_id"), str):
             await self.send(
                 error_message(
@@ -176,6 +185,9 @@ class Connection:
                     {"action": action},
                 )
             )
+            return
+        if not self.may_write:
+            await self.send(error_message("FORBIDDEN", "Insufficient permissions: this user may only read"))
             return
         try:
             answer = await self.board.install(
@@ -196,9 +208,9 @@ class Connection:
         await self.send({"type": "action_result", "action": "install_preset", "data": answer})
 
 
-async def authenticate(websocket: WebSocket, auth: Authenticator) -> bool:
-    """With auth on: the token of ``?token=``, else of a first ``auth`` message; False (the client told
-    why and the socket closed) when there is none or it is not valid."""
+async def authenticate(websocket: WebSocket, auth: Authenticator) -> tokens.Claims | None:
+    """With auth on: the claims of the token of ``?token=``, else of a first ``auth`` message; None
+    (the client told why and the socket closed) when there is none or it is not valid."""
     token = websocket.query_params.get("token")
     if not token:
         try:
@@ -221,10 +233,10 @@ async def authenticate(websocket: WebSocket, auth: Authenticator) -> bool:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):
             await websocket.send_text(json.dumps(error_message(code, text)))
             await websocket.close(POLICY_VIOLATION)
-        return False
+        return None
     user = {"username": claims.username, "role": claims.role}
     await websocket.send_text(json.dumps({"type": "authenticated", "user": user}))
-    return True
+    return claims
 
 
 async def receive_text(websocket: WebSocket) -> str | None:
@@ -245,9 +257,11 @@ def create_router(board: Dashboard, executions: Executions, auth: Authenticator)
     @router.websocket("/ws")
     async def websocket_endpoint(websocket: WebSocket) -> None:
         await websocket.accept()
-        if auth.enabled and not await authenticate(websocket, auth):
+        claims = await authenticate(websocket, auth) if auth.enabled else None
+        if auth.enabled and claims is None:
             return
-        connection = Connection(websocket, board, executions)
+        writer = claims is None or may_write(claims)
+        connection = Connection(websocket, board, executions, may_write=writer)
         kinds = [MODEL_PULLS.kind, GENERATION_JOBS.kind]
         async with board.ctx.bus.subscribe(kinds=kinds, namespace=board.namespace) as events:
             pump = asyncio.create_task(connection.pump(events))
