@@ -42,6 +42,21 @@ NON_DEFAULT_VALUES: dict[str, dict[str, Any]] = {
             "settings": {"namespaces": ["ml"], "gpuProfiles": {"a100": {"resourceName": "nvidia.com/gpu"}}},
         },
     },
+    "comfyui-docker data": {
+        "gateway": {
+            "data": {
+                "comfyuiDocker": {
+                    "presets": "presets:\n  X: {name: X, files: []}\n",
+                    "workflows": {"t2i": {"9": {"class_type": "SaveImage", "inputs": {}}}},
+                    "auth": {
+                        "create": True,
+                        "signingKey": "k" * 40,
+                        "users": [{"username": "admin", "password_hash": "pbkdf2$1$s$h", "role": "admin"}],
+                    },
+                }
+            }
+        }
+    },
     "kind": {
         "storage": {
             name: {"accessModes": ["ReadWriteOnce"], "storageClassName": "standard", "size": "5Gi"}
