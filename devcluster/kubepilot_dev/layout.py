@@ -100,6 +100,7 @@ def gateway_settings(
     controlpilot_ui: str = "",
     demo_models: bool = False,
 ) -> dict[str, Any]:
+    agent = f"http://{host}:{ports.node_agent}"
     settings: dict[str, Any] = {
         "namespace": "default",
         "operatorNamespace": "default",
@@ -107,14 +108,15 @@ def gateway_settings(
         # ControlPilot's telemetry reads the node agent the stack runs.
         "profileSettings": {
             "controlpilot": {
-                "system": {"nodeAgentUrls": [f"http://{host}:{ports.node_agent}"]},
+                "system": {"nodeAgentUrls": [agent]},
                 # ControlPilot's own web UI (LoRA Pilot's static folder), when the user has a copy.
                 "ui": {"dir": controlpilot_ui},
                 # The devcluster's node offers no GPU (its node.yaml says how to give it some): a run
                 # asking for one would wait for ever, so the trainers run on the CPU here.
                 "training": {"gpuCount": 0},
             },
-            "onetrainer": {"training": {"gpuCount": 0}},
+            "onetrainer": {"training": {"gpuCount": 0}, "system": {"nodeAgentUrls": [agent]}},
+            "comfyui-docker": {"nodeAgentUrls": [agent]},
         },
         "listeners": {"host": host, "combinedPort": ports.gateway, "native": native},
     }

@@ -273,6 +273,31 @@ def test_the_controlpilot_settings_the_chart_writes_validate(tmp_path: Path) -> 
     assert controlpilot.system.nodeAgentUrls == []
 
 
+def test_every_profile_showing_node_figures_reads_the_charts_node_agents(tmp_path: Path) -> None:
+    from kubepilot_gateway.profiles.comfyui_docker.config import ComfyUiDockerSettings
+    from kubepilot_gateway.profiles.controlpilot.config import ControlPilotSettings
+    from kubepilot_gateway.profiles.onetrainer import OneTrainerSettings
+
+    def urls(settings: Settings) -> list[list[str]]:
+        profiles = settings.profileSettings
+        return [
+            ControlPilotSettings.model_validate(profiles["controlpilot"]).system.nodeAgentUrls,
+            OneTrainerSettings.model_validate(profiles["onetrainer"]).system.nodeAgentUrls,
+            ComfyUiDockerSettings.model_validate(profiles["comfyui-docker"]).nodeAgentUrls,
+        ]
+
+    assert urls(_load(_render(), tmp_path)[0]) == [[], [], []]
+    with_agent, _ = _load(_render({"nodeAgent": {"enabled": True}}), tmp_path)
+    [[agent], *others] = urls(with_agent)
+    assert agent.startswith("http://") and agent.endswith(":9400") and others == [[agent], [agent]]
+    mine = {"comfyui-docker": {"nodeAgentUrls": ["http://mine:9400"]}}
+    given, _ = _load(
+        _render({"nodeAgent": {"enabled": True}, "gateway": {"settings": {"profileSettings": mine}}}),
+        tmp_path,
+    )
+    assert urls(given)[2] == ["http://mine:9400"] and urls(given)[1] == [agent]
+
+
 def test_the_settings_list_no_listeners_key_from_gateway_settings() -> None:
     report = lint(CHART, {"gateway": {"enabled": True, "settings": {"listeners": {}}}}, strict=True)
     assert any("/gateway/settings" in error for error in report["errors"]), report["errors"]

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from kubepilot_dev.layout import Layout, Ports, gateway_settings, operator_settings
 from kubepilot_gateway.app.settings import load_gateway_settings
+from kubepilot_gateway.profiles.comfyui_docker.config import ComfyUiDockerSettings
 from kubepilot_gateway.profiles.controlpilot.config import ControlPilotSettings
 from kubepilot_gateway.profiles.homepilot.config import HomePilotSettings
 from kubepilot_gateway.profiles.onetrainer import OneTrainerSettings
@@ -22,6 +23,7 @@ from kubepilot_gateway.profiles.sdcpp_studio.config import SdcppSettings
 from kubepilot_operator.settings import Settings as OperatorSettings
 
 PROFILE_MODELS: dict[str, type[BaseModel]] = {
+    "comfyui-docker": ComfyUiDockerSettings,
     "controlpilot": ControlPilotSettings,
     "onetrainer": OneTrainerSettings,
     "sdcpp-studio": SdcppSettings,
@@ -58,3 +60,12 @@ def test_the_dev_stack_trains_on_the_cpu_its_node_offers() -> None:
     controlpilot = ControlPilotSettings.model_validate(gateway["profileSettings"]["controlpilot"])
     onetrainer = OneTrainerSettings.model_validate(gateway["profileSettings"]["onetrainer"])
     assert controlpilot.training.gpuCount == 0 and onetrainer.training.gpuCount == 0
+
+
+def test_every_profile_showing_node_figures_reads_the_stacks_node_agent() -> None:
+    ports = Ports(node_agent=19400)
+    profiles = gateway_settings(Layout(Path("/tmp/x")), ports, "127.0.0.2")["profileSettings"]
+    agent = ["http://127.0.0.2:19400"]
+    assert ControlPilotSettings.model_validate(profiles["controlpilot"]).system.nodeAgentUrls == agent
+    assert OneTrainerSettings.model_validate(profiles["onetrainer"]).system.nodeAgentUrls == agent
+    assert ComfyUiDockerSettings.model_validate(profiles["comfyui-docker"]).nodeAgentUrls == agent

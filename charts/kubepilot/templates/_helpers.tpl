@@ -166,13 +166,26 @@ defaults for ControlPilot's `system` section: values given in gateway.settings a
 {{- end -}}
 {{- $_ = set $settings "volumes" $volumes -}}
 {{- $profileSettings := get $settings "profileSettings" | default dict -}}
-{{- $controlpilot := get $profileSettings "controlpilot" | default dict -}}
-{{- $system := get $controlpilot "system" | default dict -}}
-{{- if not (hasKey $system "nodeAgentUrls") -}}
 {{- $urls := list -}}
 {{- if .Values.nodeAgent.enabled -}}
 {{- $urls = list (include "kubepilot.nodeAgent.url" .) -}}
 {{- end -}}
+{{- /* Every profile that shows node figures reads the chart's node agents unless told otherwise. */ -}}
+{{- $onetrainer := get $profileSettings "onetrainer" | default dict -}}
+{{- $onetrainerSystem := get $onetrainer "system" | default dict -}}
+{{- if not (hasKey $onetrainerSystem "nodeAgentUrls") -}}
+{{- $_ = set $onetrainerSystem "nodeAgentUrls" $urls -}}
+{{- end -}}
+{{- $_ = set $onetrainer "system" $onetrainerSystem -}}
+{{- $_ = set $profileSettings "onetrainer" $onetrainer -}}
+{{- $comfy := get $profileSettings "comfyui-docker" | default dict -}}
+{{- if not (hasKey $comfy "nodeAgentUrls") -}}
+{{- $_ = set $comfy "nodeAgentUrls" $urls -}}
+{{- end -}}
+{{- $_ = set $profileSettings "comfyui-docker" $comfy -}}
+{{- $controlpilot := get $profileSettings "controlpilot" | default dict -}}
+{{- $system := get $controlpilot "system" | default dict -}}
+{{- if not (hasKey $system "nodeAgentUrls") -}}
 {{- $_ = set $system "nodeAgentUrls" $urls -}}
 {{- end -}}
 {{- $schedule := get (.Values.operator.settings | default dict) "scheduleConfigMap" -}}

@@ -66,7 +66,9 @@ Decisions (document vs product shapes, deviations):
 - Logout revocations and rate-limit counters live in this replica's memory (``auth``,
   ``ratelimit``): with several replicas, the limit is per replica and a revoked token stays
   valid on the others until it expires.
-- ``resources.gpu_percent`` is 0: GPU telemetry is not wired into this profile yet.
+- ``resources`` (and the WebSocket's ``system_status``) are the node agents' figures: node CPU and
+  memory, the mean utilisation of the GPUs they report; without an answering agent, the gateway
+  host's CPU and memory and a GPU figure of 0 (``resources``).
 - An execution's ``prompt_id`` is a UUID4 chosen by the gateway; the GenerationJob is
   ``comfyui-<prompt_id>`` with the label ``kubepilot.io/prompt-id``. ``number`` is the job's
   1-based place in this profile's queue now (running first, then by the service's queue position,

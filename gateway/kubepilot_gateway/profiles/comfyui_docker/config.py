@@ -60,6 +60,13 @@ class ComfyUiDockerSettings(Strict):
         default=2_000_000, gt=0, description="Largest workflow save request body (else 413)."
     )
 
+    nodeAgentUrls: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:9400"],
+        description="Node agents to read (`/v1/snapshot`) for the system figures (CPU, memory, GPU); none "
+        "answering: the gateway host's CPU and memory, GPU 0. The chart points it at its node agents.",
+    )
+    nodeAgentTimeoutSeconds: float = Field(default=2.0, gt=0, description="Wait for one agent's snapshot.")
+
     enableAuth: bool | None = Field(
         default=None,
         description="Require a login token on every route; unset: the ENABLE_AUTH environment variable "

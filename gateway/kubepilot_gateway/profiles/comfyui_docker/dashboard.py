@@ -17,8 +17,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from kubepilot_api.constants import LABEL_PROFILE
 from kubepilot_gateway.bus import ResourceEvent
 from kubepilot_gateway.context import GatewayContext
@@ -37,6 +35,8 @@ from kubepilot_gateway.profiles.comfyui_docker import downloads as dl
 from kubepilot_gateway.profiles.comfyui_docker.config import ComfyUiDockerSettings
 from kubepilot_gateway.profiles.comfyui_docker.errors import api_error
 from kubepilot_gateway.profiles.comfyui_docker.modelindex import ModelFile, ModelIndex
+from kubepilot_gateway.profiles.comfyui_docker.resources import Usage, read_usage
+from kubepilot_gateway.profiles.controlpilot.telemetry import NodeAgents
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class Dashboard:
         self.settings = settings
         self.namespace = ctx.store.namespace
         self.models_root = Path(ctx.settings.volumes.models)
+        self.agents = NodeAgents(settings.nodeAgentUrls, settings.nodeAgentTimeoutSeconds)
         self.index = ModelIndex(self.models_root)
         self.started = time.monotonic()
         self._catalog_lock = asyncio.Lock()
@@ -368,23 +369,19 @@ class Dashboard:
             kept.append(pull)
         return kept
 
+    async def resources(self) -> Usage:
+        """The node's figures (``resources``: node agents, else this host)."""
+        return await read_usage(self.agents, self.models_root)
+
     async def usage(self) -> JsonObject:
-        """The WebSocket's ``system_status`` data: whole percents (GPU 0: no telemetry wired yet)."""
-
-        def sample() -> JsonObject:
-            try:
-                disk = shutil.disk_usage(self.models_root)
-                disk_percent = round(disk.used * 100 / disk.total) if disk.total else 0
-            except OSError:
-                disk_percent = 0
-            return {
-                "cpu_usage": round(psutil.cpu_percent(interval=None)),
-                "memory_usage": round(psutil.virtual_memory().percent),
-                "gpu_usage": 0,
-                "disk_usage": disk_percent,
-            }
-
-        return await asyncio.to_thread(sample)
+        """The WebSocket's ``system_status`` data: whole percents."""
+        figures = await self.resources()
+        return {
+            "cpu_usage": figures.cpu_percent,
+            "memory_usage": figures.memory_percent,
+            "gpu_usage": figures.gpu_percent,
+            "disk_usage": figures.disk_percent,
+        }
 
     def comfyui_state(self) -> str:
         """The ComfyUI ServiceInstance's state as the dashboard names it."""

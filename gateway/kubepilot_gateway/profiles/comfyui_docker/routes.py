@@ -11,7 +11,6 @@ import shutil
 import time
 from typing import Any, Literal
 
-import psutil
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -90,8 +89,9 @@ def create_router(board: Dashboard) -> APIRouter:
 
     @router.get("/api/system/status")
     async def system_status() -> JsonObject:
-        """CD-02: the gateway, ComfyUI's ServiceInstance, the operator's pulls as preset manager."""
-        used, total = await asyncio.to_thread(disk)
+        """CD-02: the gateway, ComfyUI's ServiceInstance, the operator's pulls as preset manager; the
+        node's figures from its agents (``resources``)."""
+        figures = await board.resources()
         return {
             "status": "running",
             "uptime": int(time.monotonic() - board.started),
@@ -101,11 +101,11 @@ def create_router(board: Dashboard) -> APIRouter:
                 "preset_manager": "running" if ctx.cache.synced else "starting",
             },
             "resources": {
-                "cpu_percent": round(psutil.cpu_percent(interval=None)),
-                "memory_percent": round(psutil.virtual_memory().percent),
-                "gpu_percent": 0,
-                "disk_used_gb": cat.gb(used),
-                "disk_total_gb": cat.gb(total),
+                "cpu_percent": figures.cpu_percent,
+                "memory_percent": figures.memory_percent,
+                "gpu_percent": figures.gpu_percent,
+                "disk_used_gb": cat.gb(figures.disk_used),
+                "disk_total_gb": cat.gb(figures.disk_total),
             },
         }
 
