@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
-from kubepilot_api.workers.progress import PendingAction, TrainingReport, WorkState
+from kubepilot_api.workers.progress import PendingAction, ReportBase, TrainingReport, WorkState
 from kubepilot_workers.generator.outputs import read_parameters
 from kubepilot_workers.reporting import Reporter
 from kubepilot_workers.trainer.checkpoints import read_state
@@ -26,6 +27,18 @@ from tests.workers.intake import ContractIntake
 __all__ = ["tiny_model"]
 
 
+class RecordingReporter(Reporter):
+    """The real reporter, also keeping every report the trainer hands it (pushes are coalesced)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.updates: list[ReportBase] = []
+
+    def update(self, report: ReportBase) -> None:
+        self.updates.append(report)
+        super().update(report)
+
+
 def test_save_backup_sample_and_stop_are_acted_on_and_acknowledged(
     intake: ContractIntake, tiny_model: Path, tmp_path: Path
 ) -> None:
@@ -43,7 +56,7 @@ def test_save_backup_sample_and_stop_are_acted_on_and_acknowledged(
         PendingAction(name="sample", nonce="p2", params={"steps": "many"}),
     ):
         intake.request_action(NAMESPACE, PLURAL, "act", action)
-    reporter = Reporter(url, TOKEN, interval=0.05)
+    reporter = RecordingReporter(url, TOKEN, interval=0.05)
     trainer = LoraTrainer(config, reporter, DistributedInfo(rank=0, local_rank=0, world_size=1))
     result: list[TrainingReport] = []
     thread = threading.Thread(target=lambda: result.append(trainer.run()), daemon=True)
@@ -85,3 +98,11 @@ def test_save_backup_sample_and_stop_are_acted_on_and_acknowledged(
     folder, state = read_state(output / "checkpoints" / f"step-{stopped_at:08d}")
     assert state.step == stopped_at and (folder / f"act-step{stopped_at:08d}.safetensors").is_file()
     assert final.outputs[0].step == stopped_at and final.samples is not None and final.samples.count == 1
+    # The custom sample's pass was reported image by image, then cleared.
+    passes = [
+        (r.sampling.kind, r.sampling.current, r.sampling.total)
+        for r in reporter.updates
+        if isinstance(r, TrainingReport) and r.sampling is not None
+    ]
+    assert passes == [("custom", 0, 1), ("custom", 1, 1)]
+    assert final.sampling is None

@@ -17,13 +17,13 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
-from kubepilot_api.common import ErrorInfo
-from kubepilot_api.trainingrun import TrainingOutputFile
+from kubepilot_api.common import ErrorInfo, now
+from kubepilot_api.trainingrun import SamplingProgress, TrainingOutputFile
 from kubepilot_api.workers.config import TrainerConfig
 from kubepilot_api.workers.progress import PendingAction, TrainingReport, WorkState
 from kubepilot_workers.reporting import Reporter
@@ -141,7 +141,7 @@ class LoraTrainer:
             request = sample_request(params, self.hp.samplePrompts, self.hp.resolution, self.hp.seed)
         except SampleRequestError as error:
             raise ActionFailed(str(error)) from error
-        files = self._render(request)
+        files = self._render(request, "custom" if params.get("prompt") else "default")
         return f"{len(files)} sample(s) at step {self.step}" + (
             f": {self.layout.relative(files[-1])}" if files else ""
         )
@@ -346,7 +346,7 @@ class LoraTrainer:
 
     # -- samples and reports --------------------------------------------------------------------
 
-    def _render(self, request: SampleRequest) -> list[Path]:
+    def _render(self, request: SampleRequest, kind: Literal["default", "custom"] = "default") -> list[Path]:
         if not self.info.is_main:
             return []
         if (
@@ -359,16 +359,26 @@ class LoraTrainer:
             )
         if self._pipeline is None:
             self._pipeline = build_pipeline(self.components, self.unet)
-        files = render_samples(
-            self._pipeline,
-            request,
-            self.layout.samples,
-            self.step,
-            self.device,
-            self.engine.autocast(),
-            run=self.config.outputName,
-            model=Path(self.config.baseModelPath).name,
-        )
+        started = now()
+
+        def progress(done: int, total: int) -> None:
+            self.tracker.sampling = SamplingProgress(kind=kind, current=done, total=total, startedAt=started)
+            self._report(WorkState.RUNNING, f"sampling {done}/{total} at step {self.step}", force=True)
+
+        try:
+            files = render_samples(
+                self._pipeline,
+                request,
+                self.layout.samples,
+                self.step,
+                self.device,
+                self.engine.autocast(),
+                run=self.config.outputName,
+                model=Path(self.config.baseModelPath).name,
+                on_progress=progress,
+            )
+        finally:
+            self.tracker.sampling = None
         if files:
             self.tracker.add_samples(
                 self.layout.relative(self.layout.samples), self.layout.relative(files[-1]), len(files)

@@ -7,7 +7,13 @@ import time
 from dataclasses import dataclass, field
 
 from kubepilot_api.common import ErrorInfo, now
-from kubepilot_api.trainingrun import Checkpoint, SampleSet, TrainingOutputFile, TrainingProgress
+from kubepilot_api.trainingrun import (
+    Checkpoint,
+    SampleSet,
+    SamplingProgress,
+    TrainingOutputFile,
+    TrainingProgress,
+)
 from kubepilot_api.workers.progress import TrainingReport, WorkState
 from kubepilot_workers.trainer.resources import ResourceProbe
 
@@ -29,6 +35,8 @@ class ProgressTracker:
     checkpoints: list[Checkpoint] = field(default_factory=list)
     samples: SampleSet = field(default_factory=SampleSet)
     outputs: list[TrainingOutputFile] = field(default_factory=list)
+    sampling: SamplingProgress | None = None
+    """The sampling pass in progress, if any (OneTrainer's ``sample_*_progress``)."""
     probe: ResourceProbe | None = None
     """Adds the process's (and CUDA allocator's) figures to each report's metrics."""
     _last_step_time: float | None = None
@@ -105,5 +113,6 @@ class ProgressTracker:
             metrics=metrics,
             checkpoints=list(self.checkpoints),
             samples=self.samples if self.samples.count else None,
+            sampling=self.sampling,
             outputs=list(self.outputs),
         )

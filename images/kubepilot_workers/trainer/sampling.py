@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,13 +110,17 @@ def render_samples(
     *,
     run: str = "",
     model: str = "",
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> list[Path]:
     """Render one image per prompt into ``folder``; returns the PNG files written.
 
-    ``run`` and ``model`` (the base model's name) go into each image's metadata.
+    ``run`` and ``model`` (the base model's name) go into each image's metadata; ``on_progress``
+    hears ``(images done, images in the pass)`` before the first image and after each one.
     """
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    if on_progress is not None:
+        on_progress(0, len(request.prompts))
     was_training = pipeline.unet.training
     pipeline.unet.eval()
     try:
@@ -148,6 +153,8 @@ def render_samples(
             )
             stem = f"step{step:08d}-{index:02d}-{_slug(prompt)}"
             written.append(Path(write_image(result.images[0], folder, parameters, stem=stem).path))
+            if on_progress is not None:
+                on_progress(len(written), len(request.prompts))
     finally:
         pipeline.unet.train(was_training)
     return written
