@@ -23,6 +23,7 @@ The tests share the module's operator process.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import subprocess
 import sys
@@ -47,6 +48,7 @@ pytestmark = pytest.mark.slow
 
 GJ = resource_for("GenerationJob")
 MODEL_PULLS = resource_for("ModelPull")
+SERVICES = resource_for("ServiceInstance")
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +148,50 @@ async def test_imagine_then_outpaint_through_generation_jobs(
     image = await http.get(outpainted.removeprefix("http://homepilot.test"))
     with Image.open(io.BytesIO(image.content)) as png:
         assert png.size == (128, 64)
+
+    # Every other direction, at once: each canvas grows on its own side(s) only. A warm generator
+    # service takes the six jobs (one model load instead of six one-shot pods).
+    warm = {
+        "metadata": {"name": "warm"},
+        "spec": {"serviceType": "kubepilot-generator", "models": [TINY_MODEL]},
+    }
+    await ctx.store.create(SERVICES, warm)
+    for _ in range(600):
+        service = ctx.cache.get(SERVICES, "warm", ctx.store.namespace)
+        if (
+            service
+            and (service.get("status") or {}).get("phase") == "Running"
+            and service["status"].get("ready")
+        ):
+            break
+        await asyncio.sleep(0.2)
+    else:
+        raise AssertionError("the generator service did not run")
+
+    async def outpaint(direction: str, pixels: int) -> tuple[list[int], tuple[int, int]]:
+        body = {"image_url": urls[0], "direction": direction, "extend_pixels": pixels}
+        answer = await http.post("/v1/outpaint", json=body, timeout=300)
+        assert answer.status_code == 200, answer.text
+        (made,) = answer.json()["media"]["images"]
+        return answer.json()["new_size"], await image_size(http, made)
+
+    directions = {
+        "left": (64, (128, 64)),
+        "up": (64, (64, 128)),
+        "down": (72, (64, 136)),
+        "horizontal": (64, (192, 64)),
+        "vertical": (64, (64, 192)),
+        "all": (64, (192, 192)),
+    }
+    results = await asyncio.gather(*(outpaint(d, pixels) for d, (pixels, _size) in directions.items()))
+    for (direction, (_pixels, size)), (new_size, made_size) in zip(directions.items(), results, strict=True):
+        assert (tuple(new_size), made_size) == (size, size), direction
+    warm_jobs = [
+        j
+        for j in ctx.cache.list(GJ, ctx.store.namespace)
+        if (j.get("status") or {}).get("assignedService") == "warm"
+    ]
+    assert len(warm_jobs) == len(directions)
 
     # Background replace: inpainting the mask the profile built from the image.
     replaced = await http.post(
