@@ -265,7 +265,12 @@ class Settings(BaseSettings):
     storage: Storage = Field(default_factory=Storage)
     images: Images = Field(default_factory=Images)
     gpuProfiles: dict[str, GpuProfile] = Field(default_factory=lambda: {"default": GpuProfile()})
-    services: dict[str, ServiceCatalogEntry] = Field(default_factory=default_catalog)
+    services: dict[str, ServiceCatalogEntry] = Field(
+        default_factory=default_catalog,
+        description="The service catalog, over the built-in one: an entry given here replaces the keys it "
+        "names of the built-in entry of that serviceType (`{homepilot: {image: my/build:1}}` keeps its "
+        "command, ports and probe); a new serviceType needs a whole entry.",
+    )
     intake: Intake = Field(default_factory=Intake)
     leaderElection: LeaderElection = Field(default_factory=LeaderElection)
     workerServiceAccount: str = Field(
@@ -295,6 +300,19 @@ class Settings(BaseSettings):
     scheduleConfigMap: str = Field(
         default="kubepilot-schedule", description="ConfigMap (operator namespace) with shutdownAt."
     )
+
+    @field_validator("services", mode="before")
+    @classmethod
+    def _over_the_built_in_catalog(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        merged: dict[str, Any] = {name: entry.model_dump() for name, entry in default_catalog().items()}
+        for name, entry in value.items():
+            if isinstance(entry, dict) and name in merged:
+                merged[name] = {**merged[name], **entry}
+            else:
+                merged[name] = entry
+        return merged
 
     @field_validator("upscalers")
     @classmethod

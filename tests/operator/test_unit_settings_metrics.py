@@ -10,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from kubepilot_operator.metrics import PHASES_BY_KIND, Metrics
-from kubepilot_operator.settings import SETTINGS_FILE_ENV, Settings, Volume, load_settings
+from kubepilot_operator.settings import SETTINGS_FILE_ENV, Settings, Volume, default_catalog, load_settings
 
 SETTINGS_YAML = {
     "namespaces": ["team-a", "team-b"],
@@ -193,3 +193,24 @@ def test_each_operator_has_its_own_registry() -> None:
     first.downloaded("ns", "a", 10)
     assert sample(second, "kubepilot_download_bytes_total", {"namespace": "ns"}) is None
     assert b"kubepilot_download_bytes_total" in first.exposition()
+
+
+def test_a_service_catalog_entry_given_changes_only_what_it_names() -> None:
+    built_in = default_catalog()
+    settings = Settings(
+        services={
+            "homepilot": {"image": "registry.example/homepilot-backend:2.1.0"},
+            "my-app": {"image": "registry.example/app:1", "ports": [{"name": "http", "port": 8080}]},
+        }
+    )
+    homepilot = settings.services["homepilot"]
+    assert homepilot.image == "registry.example/homepilot-backend:2.1.0"
+    assert (
+        homepilot.command == built_in["homepilot"].command and homepilot.ports == built_in["homepilot"].ports
+    )
+    assert settings.services["comfyui"] == built_in["comfyui"], "the rest of the catalog is kept"
+    assert settings.services["my-app"].ports[0].port == 8080
+    with pytest.raises(ValidationError):
+        Settings(services={"other": {"ports": []}})  # a new serviceType needs its image
+    with pytest.raises(ValidationError):
+        Settings(services={"comfyui": {"imag": "typo"}})  # unknown keys are still refused
