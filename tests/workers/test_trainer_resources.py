@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 import psutil
+import pytest
+import torch
 
 from kubepilot_api.workers.progress import PROCESS_METRICS, WorkState
 from kubepilot_workers.trainer.progress import ProgressTracker
@@ -30,3 +32,13 @@ def test_reports_carry_the_figures_beside_loss_and_learning_rate() -> None:
     assert metrics["loss"] == 0.5 and metrics["learning_rate"] == 1e-4
     assert metrics["process.pid"] == os.getpid()
     assert ProgressTracker(max_steps=10, steps_per_epoch=5).report(WorkState.RUNNING).metrics == {}
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_the_allocators_figures_are_reported_per_device() -> None:
+    """Runs in scripts/test-gpu.sh (CI has no GPU): what PyTorch's allocator holds, as reported."""
+    held = torch.ones(64, 1024, 1024, device="cuda:0")  # 256 MiB of float32
+    figures = ResourceProbe().metrics()
+    assert figures["gpu.0.memory_allocated_bytes"] >= held.numel() * held.element_size()
+    assert figures["gpu.0.memory_reserved_bytes"] >= figures["gpu.0.memory_allocated_bytes"]
+    assert figures["gpu.0.memory_total_bytes"] == torch.cuda.get_device_properties(0).total_memory
