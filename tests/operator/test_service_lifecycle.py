@@ -15,7 +15,16 @@ from PIL import Image
 from kubepilot_devcluster.testing import DevCluster
 from kubepilot_operator.settings import default_catalog
 from kubepilot_workers.tinymodels import save_tiny_upscaler
-from tests.operator.harness import Objects, OperatorProcess, Storage, condition, tiny_generator, tiny_txt2img
+from tests.operator.harness import (
+    GROUP,
+    VERSION,
+    Objects,
+    OperatorProcess,
+    Storage,
+    condition,
+    tiny_generator,
+    tiny_txt2img,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -170,6 +179,24 @@ def test_generation_jobs_run_on_a_generator_service_queue_and_cancel(
     assert service["lastActivityTime"]
     time.sleep(0)  # the service keeps running: no idle timeout was set
     assert service["phase"] == "Running"
+
+
+def test_a_job_whose_reports_are_refused_still_finishes_from_the_executors_own_state(
+    operator: OperatorProcess, objects: Objects, storage: Storage, tiny_sd: Path
+) -> None:
+    """The intake refuses every report once the job's token changed (here: its attempt, set by hand):
+    the operator's poll of the executor still sees the job finish and ends it with its images."""
+    tiny_generator(objects, "deaf")
+    objects.wait_phase("serviceinstances", "deaf", "Running", timeout=90)
+    objects.create("generationjobs", "GenerationJob", "unheard", {**tiny_txt2img(), "steps": 60})
+    objects.wait("generationjobs", "unheard", lambda s: s.get("assignedService") == "deaf", 60, "dispatch")
+    objects.custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, objects.namespace, "generationjobs", "unheard", {"status": {"attempt": 7}}
+    )
+    done = objects.wait_phase("generationjobs", "unheard", "Completed", "Failed", timeout=120)
+    assert done["phase"] == "Completed", done
+    assert condition(done, "Progressing")["message"] == "the executor reports the job succeeded"
+    assert (storage.outputs / done["outputs"][0]["path"]).read_bytes().startswith(b"\x89PNG")
 
 
 def test_a_job_whose_service_pod_dies_is_scheduled_again_and_completes(

@@ -335,18 +335,30 @@ def _dispatch(ctx: Context, cr: Obj, si: Obj, request: Any, status: Obj, conditi
 def _follow_service(
     ctx: Context, cr: Obj, status: Obj, conditions: ConditionSet, report: GenerationReport | None
 ) -> float | None:
-    """Keep a dispatched job honest: a stopped or restarted service gets it again or drops it."""
+    """Keep a dispatched job honest: a stopped or restarted service gets it again or drops it, and a
+    job the executor finished ends even when its final report never reached the intake."""
     name = status["assignedService"]
     si = ctx.cache.get("serviceinstances", cr["metadata"]["namespace"], name)
     url = executor_url(ctx, si) if si and (si.get("status") or {}).get("phase") == "Running" else ""
     remote: ExecutorJob | None = None
+    lost = not url  # the service is gone or not running
     if url:
         try:
             response = _http.get(f"{url}{JOBS_PATH}/{cr['metadata']['uid']}")
             if response.status_code == 200:
                 remote = ExecutorJob.model_validate(response.json())
+            lost = response.status_code == 404  # a restarted service does not know the job
         except (httpx.HTTPError, ValueError, ValidationError) as error:
             log.info("polling %s for %s: %s", name, cr["metadata"]["name"], error)
+    if remote is None and not lost:
+        # A running service that did not answer this once (busy, a slow network) still has the job:
+        # rescheduling it would run it twice and strand the first run's reports (their token is
+        # the old attempt's), so ask again.
+        return POLL_SECONDS
+    if remote is not None and remote.state.value in ("Succeeded", "Failed", "Cancelled"):
+        final = _report_of(remote)
+        _apply_report(status, final)
+        return _finish(ctx, cr, status, conditions, final)
     if remote is None:
         # The service is gone, stopped or restarted without the job: schedule it again.
         status.pop("assignedService", None)
@@ -364,6 +376,23 @@ def _follow_service(
         status["phase"] = "Processing"
         status.setdefault("startedAt", timestamp())
     return POLL_SECONDS
+
+
+def _report_of(remote: ExecutorJob) -> GenerationReport:
+    """The final report a finished executor job stands for (its own report did not arrive)."""
+    state = {"Succeeded": WorkState.SUCCEEDED, "Cancelled": WorkState.CANCELLED}.get(
+        remote.state.value, WorkState.FAILED
+    )
+    return GenerationReport(
+        sequence=0,
+        time=timestamp(),
+        state=state,
+        final=True,
+        message=f"the executor reports the job {remote.state.value.lower()}",
+        error=remote.error,
+        progress=remote.progress,
+        outputs=remote.outputs,
+    )
 
 
 def _refuse_unrunnable_workflow(request: Any, ctx: Context, status: Obj, conditions: ConditionSet) -> bool:
