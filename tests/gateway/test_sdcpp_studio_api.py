@@ -320,3 +320,22 @@ async def test_the_model_catalog_shows_file_status_and_service_state(
         assert (await http.get("/api/models/running")).json() == []
         missing = await http.get("/api/models/nope")
         assert (missing.status_code, missing.json()) == (404, {"error": "Model not found"})
+
+
+async def test_a_synchronous_generation_goes_on_when_its_client_leaves(
+    http: httpx.AsyncClient, store: CrStore, cache: ClusterCache, namespace: str
+) -> None:
+    waiting = asyncio.create_task(http.post("/api/generate", json={"prompt": "a cat", "model": "tiny-sd"}))
+    await eventually(lambda: bool(cache.list(GJ, namespace)), what="the job")
+    waiting.cancel()  # the client goes away while the job waits
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    (job,) = cache.list(GJ, namespace)
+    assert not job["spec"].get("cancel")  # nothing cancelled it
+    name = job["metadata"]["name"]
+    outputs = [{"index": 0, "path": "x/0.png", "width": 512, "height": 512}]
+    await store.patch_status(GJ, name, {"phase": "Completed", "outputs": outputs})
+    await eventually(
+        lambda: (cache.get(GJ, name, namespace) or {}).get("status", {}).get("phase") == "Completed"
+    )
+    assert (await http.get(f"/api/queue/{name}")).json()["status"] == "completed"

@@ -1,7 +1,9 @@
 """sd.cpp Studio end to end: an A1111 client's request sequence → GenerationJob → the real operator →
 a one-shot generator pod on the tiny Stable Diffusion model (CPU) → the image back as base64, and
 the same image served byte-exact by the REST API from the outputs volume; then an img2img from an
-uploaded image and an upscale of its result with a tiny upscaler. Nothing is mocked.
+uploaded image and an upscale of its result with a tiny upscaler; then a started model (a warm
+generator service) taking queued jobs, with the WebSocket events of their life, the same seed's
+pixels, and the cancel of a running and of a queued job. Nothing is mocked.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
+from websockets.asyncio.client import connect
 
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.kube import ClusterCache, CrStore, KubeClient, resource_for
 from kubepilot_gateway.profiles.sdcpp_studio import create_app
 from tests.gateway.conftest import stack_settings
+from tests.gateway.test_sdcpp_studio_ws import next_of, serve
 from tests.operator.harness import TINY_MODEL, OperatorProcess, Storage
 
 pytestmark = pytest.mark.slow
@@ -152,3 +156,97 @@ async def test_img2img_then_an_upscale_of_its_image_run_through_the_operator(
     assert (await upscaling.get(f"/api/images/{image['id']}")).content == upscaled
     staged = upscale_job["input_image_path"]
     assert staged.startswith(f"{storage.outputs}/sdcpp-studio/{namespace}/inputs/")
+
+
+def pixels(data: bytes) -> bytes:
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB").tobytes()
+
+
+async def test_a_started_model_serves_the_queue_with_its_events_seeds_and_cancels(
+    operator: OperatorProcess,
+    tiny_sd: Path,
+    kube: KubeClient,
+    cache: ClusterCache,
+    store: CrStore,
+    namespace: str,
+    storage: Storage,
+) -> None:
+    """The REST client's path on a warm model: start it (a generator ServiceInstance), watch the
+    WebSocket while a queued batch runs on it (counts honoured, the same seed giving the same
+    pixels in a second, synchronous call), cancel a running and a queued job, stop the model."""
+    profile = {"models": [{"id": "tiny-sd", "path": TINY_MODEL}], "syncTimeoutSeconds": 120}
+    settings = stack_settings(namespace, storage, profileSettings={"sdcpp-studio": profile})
+    ctx = GatewayContext(settings=settings, client=kube, cache=cache, store=store, bus=cache.bus)
+    server, task, sock = await serve(ctx)
+    port = sock.getsockname()[1]
+    try:
+        async with (
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=150) as http,
+            connect(f"ws://127.0.0.1:{port}/ws") as ws,
+        ):
+            for channel in ("queue", "generations", "models"):
+                await ws.send(json.dumps({"type": "subscribe", "channel": channel}))
+            await ws.send(json.dumps({"type": "ping"}))
+            await next_of(ws, "pong")
+
+            started = await http.post("/api/models/tiny-sd/start")
+            assert started.json() == {"success": True, "status": "starting", "port": None}
+            running = await next_of(ws, "model_status_changed", 120)
+            while running["data"]["status"] != "running":
+                running = await next_of(ws, "model_status_changed", 120)
+            assert running["data"]["id"] == "tiny-sd"
+            assert [m["id"] for m in (await http.get("/api/models/running")).json()] == ["tiny-sd"]
+
+            small = {"prompt": "a cat", "model": "tiny-sd", "size": "64x64", "sample_steps": 2}
+            queued = await http.post("/api/queue/generate", json={**small, "n": 2, "seed": 7})
+            job_id = queued.json()["job_id"]
+            updated = await next_of(ws, "job_updated", 60)
+            assert updated["data"]["id"] == job_id
+            assert (await next_of(ws, "job_completed", 120))["data"]["id"] == job_id
+            generation = await next_of(ws, "generation_completed", 30)
+            assert (generation["data"]["id"], generation["data"]["image_count"]) == (job_id, 2)
+            detail = (await http.get(f"/api/generations/{job_id}")).json()
+            assert [(i["width"], i["height"]) for i in detail["images"]] == [(64, 64), (64, 64)]
+            job = cache.get(GJ, job_id, namespace)
+            assert job is not None and job["status"]["assignedService"]  # the warm service ran it
+            by_seed = {o["seed"]: o["index"] for o in job["status"]["outputs"]}
+            second = await http.get(f"/api/images/{job_id}-{by_seed[8]}")
+
+            again = await http.post("/api/generate", json={**small, "seed": 8})
+            assert again.status_code == 200, again.text
+            (image,) = again.json()["data"]
+            same = await http.get(f"/api/images/{image['id']}")
+            assert pixels(same.content) == pixels(second.content)  # same seed, same pixels
+
+            long = await http.post("/api/queue/generate", json={**small, "sample_steps": 400})
+            waiting = await http.post("/api/queue/generate", json=small)
+            long_id, waiting_id = long.json()["job_id"], waiting.json()["job_id"]
+
+            def processing(message: dict[str, Any]) -> bool:
+                data = message["data"]
+                return bool(data["id"] == long_id and data["status"] == "processing")
+
+            async with asyncio.timeout(120):
+                while not processing(await next_of(ws, "job_updated")):
+                    pass
+            assert (await http.get(f"/api/queue/{waiting_id}")).json()["status"] == "pending"
+            for victim in (waiting_id, long_id):
+                answer = await http.delete(f"/api/queue/{victim}")
+                assert answer.status_code == 200 and answer.json()["success"] is True
+            cancelled: set[str] = set()
+            async with asyncio.timeout(120):  # the watch tells, as it tells every client
+                while cancelled != {waiting_id, long_id}:
+                    data = (await next_of(ws, "job_updated"))["data"]
+                    if data["status"] == "cancelled":
+                        cancelled.add(data["id"])
+            assert (await http.get(f"/api/queue/{long_id}")).json()["status"] == "cancelled"
+            assert (await http.get("/api/queue/stats")).json()["processing"] == 0
+
+            assert (await http.post("/api/models/tiny-sd/stop")).json()["success"] is True
+            stopped = await next_of(ws, "model_status_changed", 60)
+            assert stopped["data"]["status"] in ("stopping", "stopped")
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+        sock.close()

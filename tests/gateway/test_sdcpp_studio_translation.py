@@ -238,3 +238,18 @@ def test_upscale_factors_and_edit_sizes() -> None:
         "edit", {"prompt": "p"}, (517, 300), SETTINGS.models, SETTINGS.model, SETTINGS.default()
     )
     assert (edit.size, edit.spec_type, edit.strength) == ("512x296", "img2img", 0.75)
+
+
+@pytest.mark.parametrize(
+    ("body", "model"),
+    [
+        ({"override_settings": {"sd_model_checkpoint": "a"}, "sd_model_checkpoint": "b"}, "a"),
+        ({"override_settings": {"CLIP_stop_at_last_layers": 1}, "sd_model_checkpoint": "b"}, "b"),
+        ({"override_settings": None}, ""),  # "": the model set through the options, else the default
+        ({}, ""),
+    ],
+)
+def test_a1111_txt2img_takes_its_model_from_the_override_then_the_body(
+    body: dict[str, Any], model: str
+) -> None:
+    assert a1111.requested_model(body) == model

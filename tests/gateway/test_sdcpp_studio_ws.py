@@ -166,3 +166,9 @@ async def test_deleting_generations_removes_the_objects_and_the_files_when_asked
         assert (await http.delete("/api/generations")).json() == {"success": True, "deleted": 1}
         assert files[1].exists() and cache.get(GJ, made[1], namespace) is None
         assert cache.get(GJ, made[2], namespace) is not None
+        # delete_files=true takes the files of every finished generation too.
+        left = {"index": 0, "path": str(files[1].relative_to(storage.outputs)), "width": 64, "height": 64}
+        await store.patch_status(GJ, made[2], {"phase": "Completed", "outputs": [left]})
+        answer = await http.delete("/api/generations", params={"delete_files": "true"})
+        assert answer.json() == {"success": True, "deleted": 1}
+        assert not files[1].exists() and cache.get(GJ, made[2], namespace) is None

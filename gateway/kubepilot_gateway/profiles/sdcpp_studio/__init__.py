@@ -73,10 +73,22 @@ Decisions:
 - **Logs**: ``/api/logs`` merges the jobs' conditions (from the cluster) with the gateway's own
   actions for this profile (a bounded ring in this process), see :mod:`.logs`; per-generation
   logs are the job's conditions as the operator recorded them (``limit`` keeps the newest).
-- The catalog (``models.yml``) is the profile setting ``models`` for now (list, one, status,
-  files, downloaded, running, start/stop, and downloads as one ModelPull per model:
-  ``downloads``). ``authEnabled`` is a setting to set with the listener's auth (a profile cannot
-  see the listener settings yet).
+- The catalog (``models.yml``) is the profile setting ``models`` (list, one, status, files,
+  downloaded, running, start/stop, and downloads as one ModelPull per model: ``downloads``): it
+  lives in the gateway's settings ConfigMap, which the chart renders from Helm values
+  (``gateway.settings.profileSettings.sdcpp-studio``), not in a ConfigMap of its own.
+- **The API key** is checked inside the profile (:mod:`.auth`): ``Authorization: Bearer`` or
+  ``X-API-Key``, from ``apiKeyEnv`` / ``apiKeyFile``; every route but ``/api/health`` and
+  ``/api/config`` needs it (the WebSocket too, where ``?api_key=`` also works), and
+  ``/api/config`` says whether it is required. Document mode answers a missing or wrong key 401,
+  product mode 401 for a missing and 403 for a wrong one, as the product does. The listener's own
+  auth may guard the profile instead (it leaves the same two routes open); set ``authEnabled``
+  then, since a profile cannot see the listener's settings.
+- **A1111 extras that SillyTavern lists**: ``/sdapi/v1/latent-upscale-modes`` and
+  ``/sdapi/v1/sd-vae`` answer empty lists (no hires fix, no VAE choice) rather than 404, which
+  would fail its upscaler menu. ``enable_hr`` and the other hires-fix fields of txt2img are
+  accepted and ignored (echoed in ``parameters``). An interrupted txt2img answers the product's
+  500 ``{"error": "Generation cancelled"}``, not A1111's partial images.
 """
 
 from __future__ import annotations
@@ -100,6 +112,7 @@ from kubepilot_gateway.profiles.sdcpp_studio import (
     routes_sdapi,
     routes_ws,
 )
+from kubepilot_gateway.profiles.sdcpp_studio.auth import OPEN_PATHS, ApiKeyMiddleware
 from kubepilot_gateway.profiles.sdcpp_studio.config import PROFILE_NAME, sdcpp_settings
 from kubepilot_gateway.profiles.sdcpp_studio.runtime import Runtime
 
@@ -152,6 +165,10 @@ def build_app(ctx: GatewayContext, *, cors: bool = True) -> FastAPI:
         return routes_api.bad_request_response(exc)
 
     app.add_exception_handler(tr.BadRequest, on_bad_request)
+    # Innermost of the middleware: refusals still get CORS headers and OPTIONS its 204.
+    app.add_middleware(
+        ApiKeyMiddleware, keys=runtime.api_keys, compat=runtime.settings.compat, open_paths=OPEN_PATHS
+    )
     if cors:
         app.add_middleware(
             CORSMiddleware,
@@ -175,4 +192,11 @@ def create_app(ctx: GatewayContext) -> FastAPI:
     return build_app(ctx, cors=True)
 
 
-PROFILE = Profile(PROFILE_NAME, NATIVE_PORT, partial(build_app, cors=False), DESCRIPTION, cors=CORS)
+PROFILE = Profile(
+    PROFILE_NAME,
+    NATIVE_PORT,
+    partial(build_app, cors=False),
+    DESCRIPTION,
+    cors=CORS,
+    open_paths=OPEN_PATHS,  # the listener's auth, when on, leaves them open too
+)

@@ -91,7 +91,16 @@ class SdcppSettings(Strict):
     sdApiEndpoint: str = Field(default="", description="Reported by /api/config.")
     authEnabled: bool = Field(
         default=False,
-        description="Reported by /api/config; set it together with the listener's auth for this profile.",
+        description="Reported by /api/config even without a key here: set it when the listener's auth "
+        "guards this profile.",
+    )
+    apiKeyEnv: str = Field(
+        default="SDCPP_STUDIO_API_KEY",
+        description="Environment variable holding the API key (comma-separated keys); unset or empty "
+        "and no apiKeyFile: no key is required (the product's API_KEY).",
+    )
+    apiKeyFile: str = Field(
+        default="", description="A mounted Secret file with the API key(s), one a line; re-read on change."
     )
     syncTimeoutSeconds: float = Field(
         default=300.0, gt=0, description="How long the synchronous endpoints wait for a generation."

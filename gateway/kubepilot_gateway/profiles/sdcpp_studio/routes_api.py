@@ -71,13 +71,14 @@ def create_router(runtime: Runtime) -> APIRouter:
 
     @router.get("/api/config")
     async def config() -> JsonObject:
-        """SD-02; the product says ``authRequired`` where the document says ``authEnabled``."""
+        """SD-02 (open without a key); the product says ``authRequired`` where the document says
+        ``authEnabled``: whether an API key is required (see :mod:`.auth`)."""
         default = settings.default()
         answer: JsonObject = {
             "sdApiEndpoint": settings.sdApiEndpoint,
             "model": default.id if default else None,
         }
-        answer["authRequired" if compat == "product" else "authEnabled"] = settings.authEnabled
+        answer["authRequired" if compat == "product" else "authEnabled"] = runtime.auth_required()
         return answer
 
     async def submit(request: Request) -> JsonObject:

@@ -148,6 +148,17 @@ def create_router(runtime: Runtime) -> APIRouter:
         images = await images_of(done)
         return {"images": images, "parameters": parameters, "info": a1111.info(done, parameters, model.id)}
 
+    @router.get(f"{PREFIX}/latent-upscale-modes")
+    async def latent_upscale_modes() -> list[JsonObject]:
+        """A1111's hires-fix latent modes: none (hires fix is not offered). SillyTavern asks for them
+        together with the upscalers, and a 404 there would fail its whole upscaler list."""
+        return []
+
+    @router.get(f"{PREFIX}/sd-vae")
+    async def sd_vae() -> list[JsonObject]:
+        """A1111's VAE list: none to choose (each model brings its own); SillyTavern lists it."""
+        return []
+
     @router.get(f"{PREFIX}/upscalers")
     async def upscalers() -> list[JsonObject]:
         """SD-42: the configured upscalers, in A1111's shape."""

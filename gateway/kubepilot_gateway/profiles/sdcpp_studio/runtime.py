@@ -20,6 +20,7 @@ from kubepilot_gateway.bus import ResourceEvent
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.kube import CONFIGMAPS, AlreadyExists, NotFound, resource_for
 from kubepilot_gateway.profiles.sdcpp_studio import jobs as tr
+from kubepilot_gateway.profiles.sdcpp_studio.auth import key_source
 from kubepilot_gateway.profiles.sdcpp_studio.config import SdcppSettings
 from kubepilot_gateway.profiles.sdcpp_studio.logs import LogRing
 from kubepilot_gateway.profiles.sdcpp_studio.uploads import CheckedImage, Limits, Stager
@@ -40,6 +41,11 @@ class Runtime:
         self.stager = Stager(self.outputs_root, settings.inputsDir)
         self.logs = LogRing(settings.logRingSize)
         self.limits = Limits(settings.maxUploadBytes, settings.maxUploadPixels, settings.maxRequestBytes)
+        self.api_keys = key_source(settings)
+
+    def auth_required(self) -> bool:
+        """Whether a key is needed: one is set here, or ``authEnabled`` says the listener asks one."""
+        return self.settings.authEnabled or bool(self.api_keys())
 
     # -- reads ---------------------------------------------------------------------------------
 
