@@ -269,7 +269,7 @@ class Settings(BaseSettings):
         default_factory=default_catalog,
         description="The service catalog, over the built-in one: an entry given here replaces the keys it "
         "names of the built-in entry of that serviceType (`{homepilot: {image: my/build:1}}` keeps its "
-        "command, ports and probe); a new serviceType needs a whole entry.",
+        "command, ports and probe); a new serviceType needs a whole entry; `null` removes a built-in one.",
     )
     intake: Intake = Field(default_factory=Intake)
     leaderElection: LeaderElection = Field(default_factory=LeaderElection)
@@ -308,7 +308,9 @@ class Settings(BaseSettings):
             return value
         merged: dict[str, Any] = {name: entry.model_dump() for name, entry in default_catalog().items()}
         for name, entry in value.items():
-            if isinstance(entry, dict) and name in merged:
+            if entry is None:
+                merged.pop(name, None)  # `code-server: null`: this cluster does not offer it
+            elif isinstance(entry, dict) and name in merged:
                 merged[name] = {**merged[name], **entry}
             else:
                 merged[name] = entry

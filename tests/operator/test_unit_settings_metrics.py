@@ -214,3 +214,4 @@ def test_a_service_catalog_entry_given_changes_only_what_it_names() -> None:
         Settings(services={"other": {"ports": []}})  # a new serviceType needs its image
     with pytest.raises(ValidationError):
         Settings(services={"comfyui": {"imag": "typo"}})  # unknown keys are still refused
+    assert "code-server" not in Settings(services={"code-server": None}).services

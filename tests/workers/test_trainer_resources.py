@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import psutil
 import pytest
 import torch
 
@@ -22,7 +21,7 @@ def test_the_probe_reads_this_process_and_no_gpu_without_cuda() -> None:
     assert figures["process.memory_rss_bytes"] > 10_000_000  # this interpreter, torch loaded
     assert 0 < figures["process.memory_percent"] < 100
     assert figures["process.num_threads"] >= 1
-    assert 0 <= figures["process.cpu_percent"] <= 100 * (psutil.cpu_count() or 1)
+    assert figures["process.cpu_percent"] >= 0  # over a short interval psutil may read above 100 x CPUs
 
 
 def test_reports_carry_the_figures_beside_loss_and_learning_rate() -> None:
