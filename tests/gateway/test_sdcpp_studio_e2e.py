@@ -243,6 +243,29 @@ async def test_a_started_model_serves_the_queue_with_its_events_seeds_and_cancel
             assert (await http.get(f"/api/queue/{long_id}")).json()["status"] == "cancelled"
             assert (await http.get("/api/queue/stats")).json()["processing"] == 0
 
+            # The synchronous edit and variation of an uploaded picture, on the same warm model: each
+            # keeps the picture's size.
+            upload = io.BytesIO()
+            Image.new("RGB", (80, 64), (30, 90, 200)).save(upload, format="PNG")
+            form = {"model": "tiny-sd", "sample_steps": "2", "seed": "3"}
+            edited = await http.post(
+                "/api/edit",
+                files={"image": ("in.png", upload.getvalue(), "image/png")},
+                data={**form, "prompt": "a blue boat", "strength": "0.6"},
+            )
+            varied = await http.post(
+                "/api/variation", files={"image": ("in.png", upload.getvalue(), "image/png")}, data=form
+            )
+            for answer, kind in ((edited, "img2img"), (varied, "variation")):
+                assert answer.status_code == 200, answer.text
+                (made,) = answer.json()["data"]
+                served = await http.get(f"/api/images/{made['id']}")
+                job = cache.get(GJ, answer.json()["id"], namespace)
+                with Image.open(io.BytesIO(served.content)) as picture:
+                    assert picture.size == (80, 64), kind
+                assert job is not None and job["spec"]["type"] == kind
+                assert job["status"]["phase"] == "Completed" and job["status"]["assignedService"]
+
             assert (await http.post("/api/models/tiny-sd/stop")).json()["success"] is True
             stopped = await next_of(ws, "model_status_changed", 60)
             assert stopped["data"]["status"] in ("stopping", "stopped")

@@ -145,8 +145,10 @@ def reconcile(ctx: Context, key: WorkKey) -> float | None:
     phase = status.get("phase", "Pending")
 
     if phase in TERMINAL:
-        if job is not None and pull.spec.cancel and jv.active:
-            ctx.api.delete(kube.JOBS, key.namespace, job_name)
+        # A cancelled pull keeps no Job: also one that finished on its own after the cancel (a
+        # download that was done by then) or whose first deletion did not take.
+        if job is not None and pull.spec.cancel and not job["metadata"].get("deletionTimestamp"):
+            ctx.api.delete(kube.JOBS, key.namespace, job_name, propagation="Foreground")
     elif pull.spec.cancel:
         if job is not None:
             ctx.api.delete(kube.JOBS, key.namespace, job_name, propagation="Foreground")
