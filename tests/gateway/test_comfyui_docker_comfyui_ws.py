@@ -9,9 +9,7 @@ Also the pure rules deciding which change is news (``comfyui.workflow_events``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
 from kubepilot_gateway.context import GatewayContext
@@ -28,6 +25,7 @@ from kubepilot_gateway.profiles.comfyui_docker import comfyui as cf
 from kubepilot_gateway.profiles.comfyui_docker import create_app
 from kubepilot_gateway.profiles.comfyui_docker.workflows import txt2img_graph
 from kubepilot_gateway.settings import Settings, Volumes
+from tests.gateway.helpers import served
 
 JsonObject = dict[str, Any]
 GJ = resource_for("GenerationJob")
@@ -36,27 +34,6 @@ GRAPH = txt2img_graph("tiny.safetensors", 64, 2, 7.0)
 
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@contextlib.asynccontextmanager
-async def served(app: Any) -> AsyncIterator[str]:
-    """``app`` on a real uvicorn (WebSockets need a server); its http:// base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
-        sock.close()
 
 
 @pytest.fixture

@@ -8,16 +8,13 @@ Also the seed's number formats (pure functions).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
 from kubepilot_gateway.app.gateway import build_combined_app
@@ -28,6 +25,7 @@ from kubepilot_gateway.profiles.comfyui_docker import catalog as cat
 from kubepilot_gateway.profiles.comfyui_docker import create_app
 from kubepilot_gateway.profiles.comfyui_docker import downloads as dl
 from kubepilot_gateway.settings import Settings, Volumes
+from tests.gateway.helpers import served
 
 JsonObject = dict[str, Any]
 PRESET = {
@@ -35,27 +33,6 @@ PRESET = {
     "name": "One",
     "files": [{"path": "loras/ws_one.safetensors", "url": "http://hub.test/ws", "size_bytes": 10}],
 }
-
-
-@contextlib.asynccontextmanager
-async def served(app: Any) -> AsyncIterator[str]:
-    """``app`` on a real uvicorn (WebSockets need a server); its http:// base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
-        sock.close()
 
 
 @pytest.fixture

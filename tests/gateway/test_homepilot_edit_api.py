@@ -26,6 +26,9 @@ from kubepilot_gateway.profiles.homepilot import create_app
 from kubepilot_gateway.profiles.homepilot.background import background_mask
 from kubepilot_gateway.profiles.homepilot.sessions import configmap_name
 from kubepilot_gateway.settings import Settings, Volumes
+from tests.gateway.test_homepilot_api import volumes
+
+__all__ = ["volumes"]  # the fixture shared with test_homepilot_api
 
 JsonObject = dict[str, Any]
 GJ = resource_for("GenerationJob")
@@ -35,17 +38,6 @@ def png(size: tuple[int, int] = (80, 64), colour: tuple[int, int, int] = (200, 4
     buffer = io.BytesIO()
     Image.new("RGB", size, colour).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-@pytest.fixture
-def volumes(tmp_path: Path) -> Volumes:
-    for name in ("models", "outputs", "datasets"):
-        (tmp_path / name).mkdir()
-    return Volumes(
-        models=str(tmp_path / "models"),
-        outputs=str(tmp_path / "outputs"),
-        datasets=str(tmp_path / "datasets"),
-    )
 
 
 def context(

@@ -16,19 +16,26 @@ import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
-from aiohttp import web
 
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.kube import ClusterCache, CrStore, KubeClient, resource_for
 from kubepilot_gateway.profiles.homepilot import create_app
 from kubepilot_gateway.settings import Settings, Volumes
-from tests.gateway.test_homepilot_api import CHUNKS, FakeHomePilot, app_service, bound_socket, fake_app
+from tests.gateway.test_homepilot_api import (
+    CHUNKS,
+    FakeHomePilot,
+    app_service,
+    bound_socket,
+    fake_homepilot,
+    volumes,
+)
+
+__all__ = ["fake_homepilot", "volumes"]  # fixtures shared with test_homepilot_api
 
 JsonObject = dict[str, Any]
 GJ = resource_for("GenerationJob")
@@ -126,29 +133,6 @@ PASSED_THROUGH: list[tuple[str, str, JsonObject | None]] = [
     ("POST", "/models/install", {"provider": "ollama", "model_type": "chat", "model_id": "llama3:8b"}),
     ("POST", "/models/delete", {"provider": "ollama", "model_id": "llama3:8b"}),
 ]
-
-
-@pytest.fixture
-async def fake_homepilot() -> AsyncIterator[FakeHomePilot]:
-    fake = FakeHomePilot()
-    runner = web.AppRunner(fake_app(fake))
-    await runner.setup()
-    sock = bound_socket()
-    await web.SockSite(runner, sock).start()
-    fake.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    yield fake
-    await runner.cleanup()
-
-
-@pytest.fixture
-def volumes(tmp_path: Path) -> Volumes:
-    for name in ("models", "outputs", "datasets"):
-        (tmp_path / name).mkdir()
-    return Volumes(
-        models=str(tmp_path / "models"),
-        outputs=str(tmp_path / "outputs"),
-        datasets=str(tmp_path / "datasets"),
-    )
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -29,21 +28,12 @@ from kubepilot_gateway.profiles.homepilot.sessions import (
     session_key,
 )
 from kubepilot_gateway.settings import Volumes
-from tests.gateway.test_homepilot_edit_api import context, png, upload
+from tests.gateway.test_homepilot_edit_api import context, png, upload, volumes
+
+__all__ = ["volumes"]  # the fixture shared with test_homepilot_api
 
 GJ = resource_for("GenerationJob")
 WEEK = 7 * 24 * 3600.0
-
-
-@pytest.fixture
-def volumes(tmp_path: Path) -> Volumes:
-    for name in ("models", "outputs", "datasets"):
-        (tmp_path / name).mkdir()
-    return Volumes(
-        models=str(tmp_path / "models"),
-        outputs=str(tmp_path / "outputs"),
-        datasets=str(tmp_path / "datasets"),
-    )
 
 
 @pytest.fixture
