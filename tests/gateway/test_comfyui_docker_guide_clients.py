@@ -127,7 +127,7 @@ const install = await dashboard.installPreset(process.env.PRESET);
 
 // The guide's JavaScript WebSocket example's handlers.
 const received = [];
-let wsInstall = null;
+let installing = null;
 const url = base.replace('http://', 'ws://') + '/ws' + (wsKey ? `?token=${wsKey}` : '');
 await new Promise((resolve, reject) => {
   const timer = setTimeout(() => reject(new Error('no download_progress within 30 s: ' +
@@ -141,7 +141,9 @@ await new Promise((resolve, reject) => {
     received.push({ type: message.type, data: message.data ?? null });
     switch (message.type) {
       case 'subscribed':
-        wsInstall = await dashboard.installPreset(wsPreset);
+        // The install's own download_progress may arrive (and close the socket) before its HTTP
+        // answer: the answer is awaited below, not here.
+        installing = dashboard.installPreset(wsPreset);
         break;
       case 'download_progress':
         if (message.data.preset_id === wsPreset) { clearTimeout(timer); ws.close(); }
@@ -151,6 +153,7 @@ await new Promise((resolve, reject) => {
   ws.onerror = (error) => { clearTimeout(timer); reject(new Error('WebSocket error: ' + error.message)); };
   ws.onclose = () => { clearTimeout(timer); resolve(); };
 });
+const wsInstall = installing === null ? null : await installing;
 console.log(JSON.stringify({ presets, install, wsInstall, received }));
 """
 
