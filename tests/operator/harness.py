@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -203,22 +203,21 @@ class Objects:
             "metadata": {"name": name, "namespace": self.namespace, **meta},
             "spec": spec,
         }
-        result: JsonObject = self.custom.create_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, plural, body
+        return cast(
+            JsonObject,
+            self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, body),
         )
-        return result
 
     def get(self, plural: str, name: str) -> JsonObject:
-        result: JsonObject = self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, plural, name
+        return cast(
+            JsonObject, self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, name)
         )
-        return result
 
     def patch(self, plural: str, name: str, body: JsonObject) -> JsonObject:
-        result: JsonObject = self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, plural, name, body
+        return cast(
+            JsonObject,
+            self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, name, body),
         )
-        return result
 
     def delete(self, plural: str, name: str) -> None:
         self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, name)
@@ -264,7 +263,8 @@ class Objects:
             self.namespace, field_selector=f"involvedObject.name={name}"
         ).items
         return [
-            f"{e.reason}: {e.message}" for e in sorted(items, key=lambda e: e.metadata.creation_timestamp)
+            f"{e.reason}: {e.message}"
+            for e in sorted(items, key=lambda e: str(e.metadata.creation_timestamp))
         ]
 
     def jobs(self) -> list[Any]:

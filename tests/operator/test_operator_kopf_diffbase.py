@@ -1,13 +1,16 @@
-"""kopf's diff base is off for the operator's registry, which has event handlers only.
+"""kopf's diff base and progress storage are off for the operator's registry (event handlers only).
 
 ``NoDiffBase`` spares kopf a deep copy of every event's body that nothing reads (the operator's
 CPU per object in ``bench/operator_bench.py``). What the handlers see does not depend on it: the
 end-to-end lifecycle tests (``test_*_lifecycle.py``) run the real operator with it. These tests
 pin the guard that keeps it safe: a change handler, which would need the real diff base, is refused.
+``NoProgressStorage`` likewise spares kopf's per-event cleaning of its own annotations, which only
+change handlers and daemons write.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import kopf
@@ -16,7 +19,7 @@ from kubernetes import client
 
 from kubepilot_operator import kube
 from kubepilot_operator.app import Operator
-from kubepilot_operator.handlers import NoDiffBase, build_registry, only_event_handlers
+from kubepilot_operator.handlers import NoDiffBase, NoProgressStorage, build_registry, only_event_handlers
 from kubepilot_operator.settings import Settings
 
 
@@ -86,3 +89,34 @@ def test_no_diff_base_builds_and_stores_nothing() -> None:
     patch = kopf.Patch()
     storage.store(body=body, patch=patch, essence=kopf.BodyEssence(spec={"k": "v"}))
     assert not patch
+
+
+def test_no_progress_storage_keeps_nothing_and_patches_nothing() -> None:
+    body = kopf.Body({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}})
+    storage = NoProgressStorage()
+    essence = kopf.BodyEssence(metadata={"annotations": {"kopf.zalando.org/x": "1"}})
+    assert storage.clear(essence=essence) is essence  # no deep copy, nothing removed: none was written
+    assert storage.fetch(key=kopf.HandlerId("h"), body=body) is None
+    patch = kopf.Patch()
+    storage.store(key=kopf.HandlerId("h"), record=kopf.ProgressRecord(retries=1), body=body, patch=patch)
+    storage.purge(key=kopf.HandlerId("h"), body=body, patch=patch)
+    storage.touch(body=body, patch=patch, value="now")
+    assert not patch  # kopf's apply would have nothing to send
+
+
+def test_the_operator_configures_both_storages() -> None:
+    """The startup handler installs them; it runs before kopf watches anything."""
+    registry = build_registry(_operator())
+    settings = kopf.OperatorSettings()
+    handlers = registry._activities.get_all_handlers()
+    startup = next(h for h in handlers if h.activity == "startup")
+
+    async def run() -> None:
+        fn: Any = startup.fn
+        # Settings come first; the operator's own start then fails: no cluster answers here.
+        with pytest.raises(Exception):  # noqa: B017  # which one is the client's business
+            await fn(settings=settings)
+
+    asyncio.run(run())
+    assert isinstance(settings.persistence.diffbase_storage, NoDiffBase)
+    assert isinstance(settings.persistence.progress_storage, NoProgressStorage)
