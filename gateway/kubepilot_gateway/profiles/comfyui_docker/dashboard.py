@@ -21,15 +21,14 @@ from kubepilot_api.constants import LABEL_PROFILE
 from kubepilot_gateway.bus import ResourceEvent
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.kube import (
-    CONFIGMAPS,
     AlreadyExists,
     BadRequest,
     Conflict,
     Invalid,
-    KubeError,
     NotFound,
     resource_for,
 )
+from kubepilot_gateway.kube.configdoc import ConfigMapDocument
 from kubepilot_gateway.profiles.comfyui_docker import catalog as cat
 from kubepilot_gateway.profiles.comfyui_docker import downloads as dl
 from kubepilot_gateway.profiles.comfyui_docker.config import ComfyUiDockerSettings
@@ -55,39 +54,22 @@ class Dashboard:
         self.agents = NodeAgents(settings.nodeAgentUrls, settings.nodeAgentTimeoutSeconds)
         self.index = ModelIndex(self.models_root)
         self.started = time.monotonic()
-        self._catalog_lock = asyncio.Lock()
-        self._catalog: cat.Catalog | None = None
-        self._catalog_text: str | None = None
-        self._catalog_read_at = 0.0
+        self._catalog = ConfigMapDocument(
+            ctx.client,
+            self.namespace,
+            settings.catalogConfigMap,
+            settings.catalogKey,
+            ttl=settings.catalogCacheSeconds,
+            parse=cat.parse_catalog,
+            default_text=cat.DEFAULT_CATALOG,
+            what="preset catalog",
+        )
 
     # -- the catalog ------------------------------------------------------------------------------
 
     async def catalog(self) -> cat.Catalog:
-        async with self._catalog_lock:
-            fresh = time.monotonic() - self._catalog_read_at < self.settings.catalogCacheSeconds
-            if self._catalog is not None and fresh:
-                return self._catalog
-            text = await self._read_catalog()
-            if self._catalog is None or text != self._catalog_text:
-                self._catalog = cat.parse_catalog(text)
-                self._catalog_text = text
-                for problem in self._catalog.problems:
-                    log.warning("preset catalog %s: %s", self.settings.catalogConfigMap, problem)
-            self._catalog_read_at = time.monotonic()
-            return self._catalog
-
-    async def _read_catalog(self) -> str:
-        path = CONFIGMAPS.path(self.namespace, self.settings.catalogConfigMap)
-        try:
-            configmap = await self.ctx.client.request("GET", path)
-        except NotFound:
-            return cat.DEFAULT_CATALOG
-        except KubeError as error:
-            if self._catalog_text is None:
-                raise
-            log.warning("reading the preset catalog failed (%s); serving the last one read", error)
-            return self._catalog_text
-        return str((configmap.get("data") or {}).get(self.settings.catalogKey) or "")
+        """The preset catalog ConfigMap, read at most once per ``catalogCacheSeconds``."""
+        return await self._catalog.get()
 
     async def preset(self, preset_id: str) -> cat.Preset:
         preset = (await self.catalog()).get(preset_id)

@@ -39,7 +39,6 @@ from kubepilot_api.constants import LABEL_PROFILE
 from kubepilot_gateway.bus import ResourceEvent
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.kube import (
-    CONFIGMAPS,
     SECRETS,
     AlreadyExists,
     ApiError,
@@ -48,6 +47,7 @@ from kubepilot_gateway.kube import (
     NotFound,
     resource_for,
 )
+from kubepilot_gateway.kube.configdoc import ConfigMapDocument
 from kubepilot_gateway.profiles.controlpilot import models as mdl
 from kubepilot_gateway.settings import Strict
 
@@ -98,44 +98,20 @@ def kube_failure(error: KubeError) -> HTTPException:
 # -- the manifest --------------------------------------------------------------------------------
 
 
-class ManifestSource:
-    """The manifest ConfigMap, read at most once per ``ttl`` seconds (concurrent readers share one read)."""
-
-    def __init__(self, ctx: GatewayContext, settings: ModelsSettings) -> None:
-        self._ctx = ctx
-        self._settings = settings
-        self._lock = asyncio.Lock()
-        self._manifest: mdl.Manifest | None = None
-        self._text: str | None = None
-        self._read_at = 0.0
-
-    async def get(self) -> mdl.Manifest:
-        async with self._lock:
-            fresh = time.monotonic() - self._read_at < self._settings.manifestCacheSeconds
-            if self._manifest is not None and fresh:
-                return self._manifest
-            text = await self._read()
-            if self._manifest is None or text != self._text:
-                self._manifest = mdl.parse_manifest(text)
-                self._text = text
-                for problem in self._manifest.problems:
-                    log.warning("model manifest %s: %s", self._settings.manifestConfigMap, problem)
-            self._read_at = time.monotonic()
-            return self._manifest
-
-    async def _read(self) -> str:
-        path = CONFIGMAPS.path(self._ctx.store.namespace, self._settings.manifestConfigMap)
-        try:
-            configmap = await self._ctx.client.request("GET", path)
-        except NotFound:
-            return mdl.DEFAULT_MANIFEST
-        except KubeError as error:
-            if self._text is None:
-                raise kube_failure(error) from error
-            # The last manifest read serves until the API server answers again (one try per TTL).
-            log.warning("reading the model manifest failed (%s); serving the last one read", error)
-            return self._text
-        return str((configmap.get("data") or {}).get(self._settings.manifestKey) or "")
+def manifest_source(ctx: GatewayContext, settings: ModelsSettings) -> ConfigMapDocument[mdl.Manifest]:
+    """The manifest ConfigMap, read at most once per ``manifestCacheSeconds``; the last one read
+    serves while the API server fails, and a first read that fails is ControlPilot's 500."""
+    return ConfigMapDocument(
+        ctx.client,
+        ctx.store.namespace,
+        settings.manifestConfigMap,
+        settings.manifestKey,
+        ttl=settings.manifestCacheSeconds,
+        parse=mdl.parse_manifest,
+        default_text=mdl.DEFAULT_MANIFEST,
+        what="model manifest",
+        first_failure=kube_failure,
+    )
 
 
 # -- the models volume ---------------------------------------------------------------------------
@@ -212,7 +188,7 @@ def create_router(ctx: GatewayContext, settings: ModelsSettings) -> APIRouter:
     """The routes, reading ``ctx.cache`` and writing through ``ctx.store``."""
     router = APIRouter()
     namespace = ctx.store.namespace
-    manifest = ManifestSource(ctx, settings)
+    manifest = manifest_source(ctx, settings)
     models_root = Path(ctx.settings.volumes.models)
 
     async def known(name: str) -> mdl.ManifestEntry:
