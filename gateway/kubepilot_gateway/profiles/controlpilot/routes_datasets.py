@@ -30,16 +30,15 @@ import base64
 import mimetypes
 import os
 import secrets
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, HTTPException, Request, Response, UploadFile
-from fastapi.routing import APIRoute
+from fastapi import APIRouter, File, Form, HTTPException, UploadFile
 from pydantic import BaseModel, Field
-from starlette.types import Message
 
+from kubepilot_gateway.app.bodylimit import size_limited_route
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.profiles.controlpilot import safezip
 from kubepilot_gateway.profiles.controlpilot.datasets import (
@@ -117,38 +116,8 @@ class NameBody(BaseModel):
 
 
 def too_large(limit: int) -> HTTPException:
+    """ControlPilot's 413 for an upload over its limit."""
     return HTTPException(status_code=413, detail=f"Upload too large (limit {limit} bytes)")
-
-
-def size_limited_route(limit: int) -> type[APIRoute]:
-    """A route class that answers 413 for a body over ``limit`` bytes: at once when its
-    Content-Length says so, else as soon as that many bytes have arrived (chunked uploads)."""
-
-    class SizeLimitedRoute(APIRoute):
-        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-            handler = super().get_route_handler()
-
-            async def limited(request: Request) -> Response:
-                declared = request.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > limit:
-                    raise too_large(limit)
-                receive = request.receive
-                received = 0
-
-                async def counted() -> Message:
-                    nonlocal received
-                    message = await receive()
-                    if message["type"] == "http.request":
-                        received += len(message.get("body", b""))
-                        if received > limit:
-                            raise too_large(limit)
-                    return message
-
-                return await handler(Request(request.scope, counted))
-
-            return limited
-
-    return SizeLimitedRoute
 
 
 @contextmanager
@@ -172,7 +141,7 @@ def read_nofollow(path: Path) -> bytes:
 
 def create_router(ctx: GatewayContext, settings: DatasetsSettings) -> APIRouter:
     """The dataset and TagPilot routes over ``ctx.settings.volumes.datasets`` (no cluster calls)."""
-    router = APIRouter(route_class=size_limited_route(settings.maxUploadBytes))
+    router = APIRouter(route_class=size_limited_route(settings.maxUploadBytes, too_large))
     root = ctx.settings.volumes.datasets
     volume = DatasetVolume(Path(root)) if root else None
     limits = settings.zip_limits()

@@ -55,20 +55,18 @@ import asyncio
 import io
 import re
 import uuid
-from collections.abc import Callable, Coroutine
 from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
-from starlette.types import Message
 
+from kubepilot_gateway.app.bodylimit import size_limited_route
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.profiles.homepilot import background, catalog, generation
 from kubepilot_gateway.profiles.homepilot.config import HomePilotSettings
@@ -149,38 +147,9 @@ class BackgroundRequest(BaseModel):
     blur_strength: int = Field(default=15, ge=5, le=50, description="Blur strength for blur action (5-50)")
 
 
-def size_limited_route(limit: int) -> type[APIRoute]:
-    """A route class refusing a body over ``limit`` bytes with 413: from its Content-Length before
-    anything is read, else as soon as that many bytes arrived (a chunked upload)."""
-
-    def too_large() -> HTTPException:
-        return HTTPException(status_code=413, detail=f"Upload too large. Maximum size: {limit} bytes")
-
-    class SizeLimitedRoute(APIRoute):
-        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-            handler = super().get_route_handler()
-
-            async def limited(request: Request) -> Response:
-                declared = request.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > limit:
-                    raise too_large()
-                receive = request.receive
-                received = 0
-
-                async def counted() -> Message:
-                    nonlocal received
-                    message = await receive()
-                    if message["type"] == "http.request":
-                        received += len(message.get("body", b""))
-                        if received > limit:
-                            raise too_large()
-                    return message
-
-                return await handler(Request(request.scope, counted))
-
-            return limited
-
-    return SizeLimitedRoute
+def too_large(limit: int) -> HTTPException:
+    """HomePilot's 413 for an upload over its limit."""
+    return HTTPException(status_code=413, detail=f"Upload too large. Maximum size: {limit} bytes")
 
 
 def _body_errors(error: ValidationError, *prefix: str) -> RequestValidationError:
@@ -345,7 +314,7 @@ class EditSessions:
 
 def create_router(edits: EditSessions) -> APIRouter:
     router = APIRouter()
-    uploads = APIRouter(route_class=size_limited_route(edits.settings.editSessions.maxUploadBytes))
+    uploads = APIRouter(route_class=size_limited_route(edits.settings.editSessions.maxUploadBytes, too_large))
     media = edits.media
     store = edits.store
     images = edits.images
