@@ -300,3 +300,60 @@ def test_rules_added_later_ratchet_unchanged_values(kube_api: Any, namespace: st
         assert "size must be at most 10" in json.loads(raised.value.body)["message"]
     finally:
         extensions.delete_custom_resource_definition(f"{plural}.{group}")
+
+
+def _post_raw(devcluster: DevCluster, namespace: str, raw: str, content_type: str) -> httpx.Response:
+    url = f"{devcluster.url}/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+    return httpx.post(url, content=raw.encode(), headers={"Content-Type": content_type}, timeout=10)
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/yaml"])
+@pytest.mark.parametrize("number", [str(2**63), str(-(2**63) - 1), str(2**70)])
+def test_an_integer_beyond_int64_is_a_422_as_the_api_servers_decoder_reads_it(
+    devcluster: DevCluster, namespace: str, widget_crd: str, number: str, content_type: str
+) -> None:
+    """The API server decodes JSON integers as int64, else float64, which an integer field refuses.
+    (It used to overflow the CEL adapter: a 500.)"""
+    raw = (
+        f'{{"apiVersion": "{GROUP}/{VERSION}", "kind": "Widget", "metadata": {{"name": "big"}}, '
+        f'"spec": {{"size": "small", "replicas": {number}}}}}'
+    )
+    answer = _post_raw(devcluster, namespace, raw, content_type)
+    assert answer.status_code == 422, answer.text
+    assert "spec.replicas" in answer.json()["message"] and "integer" in answer.json()["message"]
+
+
+def test_the_largest_int64_is_an_integer(devcluster: DevCluster, namespace: str, widget_crd: str) -> None:
+    """Not refused as a number: a CEL rule then judges it (replicas at most 10), a 422 of its own."""
+    raw = (
+        f'{{"apiVersion": "{GROUP}/{VERSION}", "kind": "Widget", "metadata": {{"name": "max"}}, '
+        f'"spec": {{"size": "small", "replicas": {2**63 - 1}}}}}'
+    )
+    answer = _post_raw(devcluster, namespace, raw, "application/json")
+    assert answer.status_code == 422 and "replicas must be at most 10" in answer.json()["message"]
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_not_json(
+    devcluster: DevCluster, namespace: str, widget_crd: str, literal: str
+) -> None:
+    raw = (
+        f'{{"apiVersion": "{GROUP}/{VERSION}", "kind": "Widget", "metadata": {{"name": "n"}}, '
+        f'"spec": {{"x": {literal}}}}}'
+    )
+    answer = _post_raw(devcluster, namespace, raw, "application/json")
+    assert answer.status_code == 400 and answer.json()["reason"] == "BadRequest"
+
+
+def test_a_patch_with_an_integer_beyond_int64_is_a_422(
+    devcluster: DevCluster, kube_api: Any, namespace: str, widget_crd: str
+) -> None:
+    _create(kube_api, namespace, {"size": "small"}, name="patched")
+    url = f"{devcluster.url}/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/patched"
+    answer = httpx.patch(
+        url,
+        content=f'{{"spec": {{"replicas": {2**64}}}}}'.encode(),
+        headers={"Content-Type": "application/merge-patch+json"},
+        timeout=10,
+    )
+    assert answer.status_code == 422, answer.text

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -14,6 +13,7 @@ from kubepilot_devcluster.apiserver.errors import ApiError, bad_request
 from kubepilot_devcluster.apiserver.patching import json_patch, merge_patch
 from kubepilot_devcluster.apiserver.requests import (
     ResourcePath,
+    decode_json,
     dry_run,
     field_validation,
     flag,
@@ -182,7 +182,7 @@ class ResourceHandler:
             raise ApiError("UnsupportedMediaType", f"unsupported patch media type {patch_type}", code=415)
         raw = await request.read()
         try:
-            patch = json.loads(raw) if raw else None
+            patch = decode_json(raw) if raw else None
         except ValueError as error:
             raise bad_request(f"the patch is not valid JSON: {error}") from error
         if path.subresource == "scale":

@@ -85,6 +85,38 @@ def field_validation(request: web.Request) -> str:
     return value
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _int_or_float(literal: str) -> int | float:
+    """An integer literal as the API server's JSON decoder reads it: int64, else a float64 (which
+    an ``integer`` field's schema then refuses with a 422, as a real cluster does)."""
+    value = int(literal)
+    return value if INT64_MIN <= value <= INT64_MAX else float(literal)
+
+
+def _no_constant(literal: str) -> Any:
+    raise ValueError(f"invalid character {literal[0]!r} looking for beginning of value")
+
+
+def _fit_int64(value: Any) -> Any:
+    """A decoded YAML document with integers outside int64 read as floats (see ``_int_or_float``)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if INT64_MIN <= value <= INT64_MAX else float(value)
+    if isinstance(value, dict):
+        return {key: _fit_int64(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_fit_int64(item) for item in value]
+    return value
+
+
+def decode_json(raw: bytes | str) -> Any:
+    """JSON as Go decodes it for the API server: no NaN or Infinity, integers within int64."""
+    return json.loads(raw, parse_int=_int_or_float, parse_constant=_no_constant)
+
+
 async def read_body(request: web.Request, api_version: str = "", kind: str = "") -> Any:
     """The decoded request body: JSON, YAML, or the protobuf ``kubectl create`` sends."""
     content_type = request.headers.get("Content-Type", "application/json").split(";")[0].strip()
@@ -102,8 +134,8 @@ async def read_body(request: web.Request, api_version: str = "", kind: str = "")
         return None
     try:
         if "yaml" in content_type:
-            return yaml.safe_load(raw)
-        return json.loads(raw)
+            return _fit_int64(yaml.safe_load(raw))
+        return decode_json(raw)
     except (ValueError, yaml.YAMLError) as error:
         raise bad_request(
             f"the request body is not valid {'YAML' if 'yaml' in content_type else 'JSON'}: {error}"
