@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from kubepilot_gateway.app import build_combined_app, build_profile_app
 from kubepilot_gateway.app.errors import install_error_envelope
@@ -210,3 +210,29 @@ async def test_a_body_that_is_not_utf8_is_a_422_not_a_500() -> None:
         )
     assert response.status_code == 422
     assert isinstance(response.json()["detail"], list)
+
+
+class CfgBody(BaseModel):
+    """At module level: the routes' annotations are strings (``from __future__``), resolved here."""
+
+    cfg: float = Field(ge=0, le=50)
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
+async def test_a_non_finite_number_in_a_validation_error_is_a_422_not_a_500(number: str) -> None:
+    """Python's JSON reads NaN and Infinity; the 422 echoes the input, and JSON cannot hold it."""
+    app = FastAPI()
+    install_error_envelope(app)
+
+    @app.post("/x")
+    async def handler(body: CfgBody) -> dict[str, float]:
+        return {"cfg": body.cfg}
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        response = await http.post(
+            "/x", content=f'{{"cfg": {number}}}'.encode(), headers={"Content-Type": "application/json"}
+        )
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body", "cfg"] and error["input"] == str(float(number))

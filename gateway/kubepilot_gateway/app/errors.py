@@ -9,6 +9,7 @@ shape is decided in one place and an unexpected exception never shows a tracebac
 from __future__ import annotations
 
 import http
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -107,13 +108,16 @@ def validation_message(errors: list[Any]) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """``value`` with bytes decoded (invalid UTF-8 replaced) and anything JSON cannot hold as text."""
+    """``value`` with bytes decoded (invalid UTF-8 replaced) and anything JSON cannot hold (an object,
+    NaN, an infinity) as text."""
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
     if isinstance(value, dict):
         return {str(key): _plain(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "nan", "inf": JSON has no such numbers, and a 422 must not become a 500
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return str(value)
