@@ -236,3 +236,33 @@ async def test_a_non_finite_number_in_a_validation_error_is_a_422_not_a_500(numb
     assert response.status_code == 422
     (error,) = response.json()["detail"]
     assert error["loc"] == ["body", "cfg"] and error["input"] == str(float(number))
+
+
+async def _post_cfg(content: bytes) -> httpx.Response:
+    app = FastAPI()
+    install_error_envelope(app)
+
+    @app.post("/x")
+    async def handler(body: CfgBody) -> dict[str, float]:
+        return {"cfg": body.cfg}
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        return await http.post("/x", content=content, headers={"Content-Type": "application/json"})
+
+
+async def test_an_input_nested_hundreds_deep_is_echoed_cut_short_in_a_422() -> None:
+    response = await _post_cfg(b'{"cfg": ' + b"[" * 900 + b"]" * 900 + b"}")
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    depth, echoed = 0, error["input"]
+    while isinstance(echoed, list) and echoed:
+        depth, echoed = depth + 1, echoed[0]
+    assert echoed == "(nested too deeply to echo)" and depth < 40
+
+
+async def test_a_lone_surrogate_in_the_input_is_written_out_in_a_422() -> None:
+    response = await _post_cfg(b'{"cfg": "\\ud800x"}')
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    assert error["input"] == "\\ud800x"

@@ -107,25 +107,44 @@ def validation_message(errors: list[Any]) -> str:
     return "; ".join(parts) or "Invalid request"
 
 
-def _plain(value: Any) -> Any:
-    """``value`` with bytes decoded (invalid UTF-8 replaced) and anything JSON cannot hold (an object,
-    NaN, an infinity) as text."""
+MAX_ECHO_DEPTH = 32
+"""How deep an echoed input is kept in a validation error; deeper parts are replaced by a note."""
+
+
+def _text(value: str) -> str:
+    """``value`` as UTF-8 can carry it: a lone surrogate (``"\\ud800"`` in JSON) written out."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", errors="backslashreplace").decode("utf-8")
+    return value
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """``value`` with bytes decoded (invalid UTF-8 replaced), lone surrogates written out, anything
+    JSON cannot hold (an object, NaN, an infinity) as text, and nothing deeper than
+    ``MAX_ECHO_DEPTH`` (a hostile body nested hundreds deep would exhaust the recursion)."""
+    if depth > MAX_ECHO_DEPTH:
+        return "(nested too deeply to echo)"
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        return _text(value)
     if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
+        return {_text(str(key)): _plain(item, depth + 1) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
+        return [_plain(item, depth + 1) for item in value]
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # "nan", "inf": JSON has no such numbers, and a 422 must not become a 500
-    if value is None or isinstance(value, str | int | float | bool):
+    if value is None or isinstance(value, int | float | bool):
         return value
-    return str(value)
+    return _text(str(value))
 
 
 def safe_validation_errors(errors: list[Any]) -> list[Any]:
     """Validation errors that always serialise: a body that is not UTF-8 arrives as bytes in
-    ``input``, which FastAPI's own encoder cannot decode (bad input would become a 500)."""
+    ``input``, which FastAPI's own encoder cannot decode, and the input echoed may hold NaN, lone
+    surrogates or nesting hundreds deep (bad input would become a 500)."""
     return [_plain(error) for error in errors]
 
 
