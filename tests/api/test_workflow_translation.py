@@ -412,3 +412,25 @@ def test_load_image_names_stay_inside_the_inputs_folder() -> None:
         graph = img2img_graph()
         graph["10"]["inputs"]["image"] = name
         assert "input" in refusal(graph).message
+
+
+@pytest.mark.parametrize(
+    ("seed", "runs_as"),
+    [(2**63 - 1, 2**63 - 1), (2**63, 0), (2**64 - 1, 2**63 - 1), (18_000_000_000_000_000_000.0, None)],
+)
+def test_comfyuis_64_bit_seeds_run_folded_into_a_generationjobs_int64(seed: Any, runs_as: int | None) -> None:
+    """ComfyUI's frontend randomizes seeds over 0..2**64-1; a float that big is a whole number too."""
+    graph = default_graph()
+    graph["3"]["inputs"]["seed"] = seed
+    request = translate(graph, MODELS)
+    expected = runs_as if runs_as is not None else int(seed) % 2**63
+    assert request.seed == expected
+    notes = extra(graph)["approximations"]
+    assert (expected != int(seed)) == any("beyond a GenerationJob's int64" in note for note in notes)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, 1.5, float("inf")])
+def test_a_seed_outside_comfyuis_range_or_not_whole_is_refused(seed: Any) -> None:
+    graph = default_graph()
+    graph["3"]["inputs"]["seed"] = seed
+    assert "seed" in str(refusal(graph))

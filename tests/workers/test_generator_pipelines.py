@@ -129,6 +129,14 @@ def test_the_same_seed_gives_the_same_pixels_and_another_seed_does_not(
     assert _pixels(picked[0]) == _pixels(replay[0]), "the recorded seed must reproduce the image"
 
 
+def test_output_seeds_wrap_within_int64(backend: DiffusersBackend, tmp_path: Path) -> None:
+    """A status field holds an int64: the second image of seed 2**63-1 is seed 0, not 2**63."""
+    outputs, _ = _run(backend, tmp_path / "a", type="txt2img", seed=2**63 - 1, count=2)
+    assert [o.seed for o in outputs] == [2**63 - 1, 0]
+    zero, _ = _run(backend, tmp_path / "b", type="txt2img", seed=0)
+    assert _pixels(outputs[1]) == _pixels(zero[0])
+
+
 def test_img2img_variation_and_inpaint_produce_the_requested_size(
     backend: DiffusersBackend, models: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -55,6 +55,9 @@ Decisions (document vs. product shapes):
   second sampler after a decode: "hires fix") is refused, since one request runs one generation.
   ``filename_prefix`` (last path segment, characters outside ``[A-Za-z0-9._-]`` replaced) names
   the files: ``<prefix>_00001_.png`` as ComfyUI names them.
+* **Seeds**: ComfyUI's range is 0..2**64-1 (its frontend randomizes over all of it), a
+  GenerationJob's an int64: a seed above 2**63-1 runs as ``seed % 2**63``, noted in
+  ``approximations``.
 * ``denoise`` is an img2img request's ``strength``; on an ``EmptyLatentImage`` it must be 1 (a partial
   denoise of pure noise has no diffusers equivalent).
 
@@ -93,6 +96,8 @@ LORAS_FOLDER = "loras"
 UPSCALE_MODELS_FOLDER = "upscale_models"
 INPUT_ANNOTATION = "[input]"
 DEFAULT_PREFIX = "ComfyUI"
+COMFYUI_SEED_MAX = 2**64 - 1
+INT64_MAX = 2**63 - 1
 
 # class_type → the socket type of each output, by index (links are checked against them).
 _OUTPUTS: dict[str, tuple[str, ...]] = {
@@ -277,7 +282,8 @@ class _Reader:
 
     def integer(self, node: _Node, name: str, default: int | None = None) -> int:
         number = self.value(node, name, (int, float), default)
-        if float(number) != int(number):
+        # Not float(number) == int(number): a float cannot hold every int (a seed near 2**64).
+        if isinstance(number, float) and not number.is_integer():
             raise WorkflowError(f"{node.label()}: input {name!r} must be a whole number ({number!r})")
         return int(number)
 
@@ -367,9 +373,13 @@ class _Reader:
                 "use 1.0, or a LoadImage → VAEEncode latent for img2img"
             )
         seed = self.integer(sampler, "seed", 0)
-        if seed < 0:
-            raise WorkflowError(f"{sampler.label()}: seed must not be negative ({seed})")
+        if not 0 <= seed <= COMFYUI_SEED_MAX:
+            raise WorkflowError(f"{sampler.label()}: seed must be in 0..{COMFYUI_SEED_MAX} ({seed})")
         sampler_name, approximations = self.sampler_name(sampler)
+        if seed > INT64_MAX:  # ComfyUI's frontend randomizes over 64 bits: half its seeds are here
+            folded = seed % (INT64_MAX + 1)
+            approximations.append(f"seed {seed} is beyond a GenerationJob's int64: run as {folded}")
+            seed = folded
         return _Generation(
             type=kind,
             checkpoint=next(iter(checkpoints)),
@@ -378,7 +388,7 @@ class _Reader:
             width=latent.get("width", 512),
             height=latent.get("height", 512),
             count=latent["count"],
-            seed=seed % 2**64,
+            seed=seed,
             steps=self.integer(sampler, "steps"),
             cfg=self.number(sampler, "cfg"),
             sampler=sampler_name,

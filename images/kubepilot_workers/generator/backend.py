@@ -3,6 +3,8 @@
 It implements ``ExecutorBackend``, so the same object runs one-shot jobs (the CLI) and queued jobs
 behind the executor API (server mode). Seeds follow the A1111 convention: image ``i`` of a job uses
 ``seed + i``, drawn on a CPU generator so the same seed gives the same pixels on any machine.
+``seed + i`` wraps within int64 (the range of a GenerationJob's seeds, where each output's seed is
+reported), which changes nothing below ``2**63 - count``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 
 BACKEND_NAME = "kubepilot-generator"
 SEED_RANGE = 2**32
+SEED_WRAP = 2**63
+"""Output seeds stay below this: a status field is an int64, and the API server refuses more."""
 SIZE_MULTIPLE = 8
 
 _KINDS = {
@@ -254,7 +258,7 @@ class DiffusersBackend:
             progress = _StepProgress(context, request.count, writer, plan.sampler_node if plan else "")
             for index in range(request.count):
                 progress.check()
-                image_seed = seed + index
+                image_seed = (seed + index) % SEED_WRAP
                 arguments = self._arguments(request, kind, init_image, mask)
                 if prompts:
                     del arguments["prompt"], arguments["negative_prompt"]
