@@ -47,7 +47,10 @@ Decisions and deviations (document vs product):
 - Errors: FastAPI's ``{"detail": ...}`` and 422 for invalid input, as HomePilot's
   ``HTTPException`` routes do; HomePilot's own ``{"ok": false, "code", "message"}`` where its
   handler uses it (``/models`` unsupported provider; an unexpected exception is its 500
-  ``internal_error``). Never a 500 for bad input.
+  ``internal_error``). Never a 500 for bad input: numbers a GenerationJob cannot hold are refused
+  (422) before a job is created (imagine's ``imgCfg`` outside 0..50 or not finite, seeds beyond
+  int64), and a validation error that echoes NaN or Infinity answers them as text
+  (``tests/gateway/test_homepilot_bad_input.py`` sweeps every route).
 - Imagine: HomePilot refines the prompt with its LLM and stores the turn in its conversation;
   the gateway uses the message as the prompt and stores nothing (the conversation store is the
   application's). ``imgModel`` names a model on our volume (file name or relative path); HomePilot's
@@ -93,6 +96,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import math
 from collections.abc import AsyncIterator
 from functools import partial
 
@@ -130,11 +135,27 @@ CORS = CorsSettings(
 
 
 def homepilot_envelope(request: Request, problem: Problem) -> Response:
-    """FastAPI's ``{"detail"}``, except HomePilot's own body for an unexpected exception."""
+    """FastAPI's ``{"detail"}``, except HomePilot's own body for an unexpected exception.
+
+    A validation error echoes the client's ``input``; Python's JSON reads NaN and Infinity, which
+    a JSON answer cannot hold, so they are answered as text ("nan", "inf") instead of failing."""
     if problem.source == "internal":
         body = {"ok": False, "code": "internal_error", "message": "Internal server error."}
         return JSONResponse(body, status_code=500)
+    if problem.source == "validation":
+        problem = dataclasses.replace(problem, detail=_json_safe(problem.detail))
     return default_envelope(request, problem)
+
+
+def _json_safe(value: object) -> object:
+    """``value`` with every non-finite float replaced by its text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
 
 
 def build_app(ctx: GatewayContext, *, cors: bool = True) -> FastAPI:

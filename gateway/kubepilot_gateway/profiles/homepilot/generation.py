@@ -39,6 +39,8 @@ FILES_PREFIX = "/files/kubepilot/"
 SERVED_ROOTS = ("generations", "homepilot")
 """Folders of the outputs volume served under FILES_PREFIX: job outputs, and staged inputs."""
 STAGING = "homepilot/inputs"
+MAX_INT64 = 2**63 - 1
+"""The largest integer an object of the API server holds (a seed beyond it is refused, 422)."""
 
 
 def _dimension(value: int | None, default: int, limit: int) -> int:
@@ -163,15 +165,21 @@ def file_url(base_url: str, relative: str) -> str:
 
 def served_file(outputs_root: Path, relative: str) -> Path | None:
     """The file under the outputs volume for a ``/files/kubepilot/<relative>`` URL, or None when the
-    path leaves the served folders (``..``, absolute, symlinks) or no such file exists."""
+    path leaves the served folders (``..``, absolute, symlinks), cannot be a path (a NUL byte, a
+    name too long) or no such file exists."""
+    if "\x00" in relative:
+        return None
     parts = PurePosixPath(relative).parts
     if not parts or parts[0] not in SERVED_ROOTS or any(p in ("..", ".", "") for p in parts):
         return None
     if PurePosixPath(relative).is_absolute():
         return None
-    root = outputs_root.resolve()
-    candidate = (outputs_root / Path(*parts)).resolve()
-    if not candidate.is_relative_to(root / parts[0]) or not candidate.is_file():
+    try:
+        root = outputs_root.resolve()
+        candidate = (outputs_root / Path(*parts)).resolve()
+        if not candidate.is_relative_to(root / parts[0]) or not candidate.is_file():
+            return None
+    except (OSError, ValueError):
         return None
     return candidate
 

@@ -104,8 +104,12 @@ class Media:
         base = self.proxy.url()
         client = self.proxy.http.client()
         try:
+            url = httpx.URL(base.rstrip("/") + path)
+        except httpx.InvalidURL as error:
+            raise HTTPException(status_code=400, detail="image_url is not a valid URL") from error
+        try:
             async with client.stream(
-                "GET", base + path, timeout=self.settings.proxy.timeout_for("/upload")
+                "GET", url, timeout=self.settings.proxy.timeout_for("/upload")
             ) as answer:
                 if answer.status_code != 200:
                     raise HTTPException(

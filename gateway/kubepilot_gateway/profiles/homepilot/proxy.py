@@ -5,9 +5,10 @@ are application data; kubepilot does not re-implement them. They reach the appli
 FastAPI backend, running as the ServiceInstance ``appService`` (default ``homepilot``, of
 ``serviceType: homepilot``: the operator's catalog runs it from ``kubepilot/homepilot``):
 
-- method, path, query string and body go through unchanged; the request body is streamed (an
-  upload is never held whole in the gateway's memory) and so is the answer (status, headers and
-  bytes as the application sent them);
+- method, path, query string and body go through unchanged (the path is decoded by the server and
+  encoded again, so ``%2F`` arrives as ``/``; a path no URL can hold is a 400); the request body
+  is streamed (an upload is never held whole in the gateway's memory) and so is the answer
+  (status, headers and bytes as the application sent them);
 - hop-by-hop headers are dropped both ways and the gateway's own credentials (cookie,
   authorization) are not sent (``upstream.request_headers``); ``X-API-Key``, HomePilot's own
   header, goes through; ``X-Forwarded-*`` tell the application the address the client used;
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from urllib.parse import quote
 
 import httpx
 from fastapi import APIRouter, HTTPException, Request
@@ -32,6 +34,9 @@ from kubepilot_gateway.upstream import UpstreamHttp, request_headers, service_en
 log = logging.getLogger(__name__)
 
 PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+PATH_SAFE = "/:@!$&'()*+,;=[]"
+"""Characters a path keeps as they are when it is encoded again for the application (RFC 3986's
+path characters; letters, digits and ``-._~`` always stay)."""
 
 
 class AppProxy:
@@ -77,7 +82,14 @@ class AppProxy:
         if client_host:
             forwarded["x-forwarded-for"] = client_host
         headers += [(name, value) for name, value in forwarded.items() if value]
-        url = httpx.URL(base.rstrip("/") + "/" + path.lstrip("/"), query=request.url.query.encode("latin-1"))
+        target = base.rstrip("/") + "/" + encoded_path(path.lstrip("/"))
+        try:
+            url = httpx.URL(target, query=request.url.query.encode("latin-1"))
+        except httpx.InvalidURL as error:
+            # Not the error's text: it quotes the application's address.
+            raise HTTPException(
+                status_code=400, detail="The request URL cannot be passed to the HomePilot application"
+            ) from error
         content: bytes | AsyncIterator[bytes] | None = body
         if content is None and _has_body(request):
             content = request.stream()
@@ -131,6 +143,14 @@ class AppProxy:
                 status_code=502,
                 detail=f"The HomePilot application could not be reached: {type(error).__name__}",
             ) from error
+
+
+def encoded_path(path: str) -> str:
+    """``path`` (decoded by the server) encoded again, so that "%", "?", "#" and control characters
+    stay in the path and a ``.``/``..`` segment reaches the application as sent (a URL client
+    would resolve it away)."""
+    segments = [quote(segment, safe=PATH_SAFE) for segment in path.split("/")]
+    return "/".join(s.replace(".", "%2E") if s in (".", "..") else s for s in segments)
 
 
 def _has_body(request: Request) -> bool:

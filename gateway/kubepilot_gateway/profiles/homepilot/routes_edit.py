@@ -95,7 +95,7 @@ class EditTuning(BaseModel):
     denoise: float | None = Field(default=None, ge=0, le=1)
     imgSteps: int | None = Field(default=None, ge=1, le=500)
     imgCfg: float | None = Field(default=None, ge=0, le=50)
-    imgSeed: int | None = Field(default=None, ge=0)
+    imgSeed: int | None = Field(default=None, ge=0, le=generation.MAX_INT64)
     negative_prompt: str | None = Field(default=None, max_length=32768)
 
 
@@ -127,7 +127,7 @@ class EditRequest(BaseModel):
     negative_prompt: str | None = Field(default="blurry, low quality, distorted", max_length=32768)
     strength: float | None = Field(default=None, ge=0, le=1, description="How far to move from the input")
     steps: int | None = Field(default=None, ge=1, le=500)
-    seed: int | None = Field(default=None, ge=0, description="Seed (none: random)")
+    seed: int | None = Field(default=None, ge=0, le=generation.MAX_INT64, description="Seed (none: random)")
     model: str | None = Field(default=None, description="Image model (file name or path on the volume)")
 
 

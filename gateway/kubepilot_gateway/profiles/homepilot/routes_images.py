@@ -63,8 +63,8 @@ class ChatIn(BaseModel):
     imgWidth: int | None = None
     imgHeight: int | None = None
     imgSteps: int | None = None
-    imgCfg: float | None = None
-    imgSeed: int | None = Field(default=None, description="0 = random.")
+    imgCfg: float | None = Field(default=None, ge=0, le=50, description="CFG (the GenerationJob's range).")
+    imgSeed: int | None = Field(default=None, le=generation.MAX_INT64, description="0 = random.")
     imgModel: str | None = None
     imgBatchSize: int | None = Field(default=1, ge=1, le=4)
 

@@ -13,7 +13,8 @@
 - Delete refuses a catalog entry marked ``protected`` (403), deletes the model's ModelPull (the
   operator's finalizer removes its files) and removes a file of that name still present in
   HomePilot's model folders; ``model_id`` must be a plain file name (no path reaches the
-  filesystem from the client).
+  filesystem from the client; no NUL, at most 255 bytes: 400 ``invalid_model_id``).
+- ``civitai_version_id`` is ASCII digits naming a positive int64 (else 400 ``missing_version_id``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.kube import SECRETS, AlreadyExists, NotFound, resource_for
 from kubepilot_gateway.profiles.homepilot import catalog
 from kubepilot_gateway.profiles.homepilot.config import PROFILE_NAME, HomePilotSettings
-from kubepilot_gateway.profiles.homepilot.generation import failure_of
+from kubepilot_gateway.profiles.homepilot.generation import MAX_INT64, failure_of
 from kubepilot_gateway.profiles.homepilot.proxy import AppProxy
 
 JsonObject = dict[str, Any]
@@ -113,11 +114,7 @@ def catalog_entry(source: JsonObject, provider: str, model_id: str) -> JsonObjec
 def url_pull_spec(entry: JsonObject) -> JsonObject | None:
     """The ModelPull spec of a downloadable catalog entry (None when it is not one)."""
     url, model_id = str(entry.get("download_url") or ""), str(entry.get("id") or "")
-    if (
-        not url.startswith(("http://", "https://"))
-        or not PLAIN_NAME.match(model_id)
-        or model_id in (".", "..")
-    ):
+    if not url.startswith(("http://", "https://")) or not _plain_file_name(model_id):
         return None
     folder, _, subdir = str(entry.get("install_path") or "").strip("/").partition("/")
     model_type = folder if folder in TYPE_FOLDERS else "other"
@@ -191,7 +188,8 @@ def create_router(ctx: GatewayContext, settings: HomePilotSettings, proxy: AppPr
                 return JSONResponse(_safe_err(message, "unknown_model"), status_code=400)
         elif req.provider == "civitai":
             version = (req.civitai_version_id or "").strip()
-            if not version.isdigit() or int(version) < 1:
+            # ASCII digits only ("²" is a digit to str.isdigit, not to int), within a CR's int64.
+            if not (version.isascii() and version.isdigit()) or not 1 <= int(version) <= MAX_INT64:
                 return JSONResponse(
                     _safe_err("civitai_version_id required for Civitai provider", "missing_version_id"),
                     status_code=400,
@@ -242,7 +240,7 @@ def create_router(ctx: GatewayContext, settings: HomePilotSettings, proxy: AppPr
             return await proxy.forward(request, "models/delete", body=await request.body())
         if req.provider != "comfyui":
             return JSONResponse(_safe_err("Only comfyui and ollama models can be deleted"), status_code=400)
-        if not PLAIN_NAME.match(req.model_id) or req.model_id in (".", ".."):
+        if not _plain_file_name(req.model_id):
             return JSONResponse(
                 _safe_err("model_id must be a file name", "invalid_model_id"), status_code=400
             )
@@ -261,6 +259,17 @@ def create_router(ctx: GatewayContext, settings: HomePilotSettings, proxy: AppPr
         return JSONResponse({"ok": True, "message": f"Deleted: {', '.join(removed)}", "deleted": removed})
 
     return router
+
+
+def _plain_file_name(name: str) -> bool:
+    """A name that can only be one file's in a folder: no separator, no NUL, not ``.``/``..``, at
+    most 255 bytes (the filesystem's limit: longer is ENAMETOOLONG, never a file)."""
+    return (
+        bool(PLAIN_NAME.match(name))
+        and name not in (".", "..")
+        and "\x00" not in name
+        and len(name.encode("utf-8", "surrogatepass")) <= 255
+    )
 
 
 def _remove_files(models_root: Path, model_id: str) -> list[str]:

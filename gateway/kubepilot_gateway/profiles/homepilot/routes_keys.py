@@ -6,7 +6,9 @@ put in an error text: the listing shows ``masked`` only, and more conservatively
 (which shows the first and last four characters): asterisks and the last four characters of
 keys of 12 characters or more, asterisks alone for shorter ones. ``source`` is ``stored`` (the
 gateway has no environment keys of HomePilot's). ``/test`` checks the key against the provider
-(``apiKeyTestUrls``: HomePilot's endpoints by default), as HomePilot does.
+(``apiKeyTestUrls``: HomePilot's endpoints by default), as HomePilot does. A key that cannot be
+sent in a header (not printable ASCII, whitespace inside) is refused when set (400) and tested as
+invalid, never sent (kubepilot's: HomePilot would fail on it later).
 """
 
 from __future__ import annotations
@@ -39,12 +41,14 @@ MERGE_PATCH = "application/merge-patch+json"
 
 class ApiKeySetRequest(BaseModel):
     provider: str = Field(description="Provider: 'huggingface' or 'civitai'")
-    key: str = Field(description="The API key/token")
+    key: str = Field(max_length=4096, description="The API key/token")
 
 
 class ApiKeyTestRequest(BaseModel):
     provider: str = Field(description="Provider to test")
-    key: str | None = Field(default=None, description="Key to test (uses stored if not provided)")
+    key: str | None = Field(
+        default=None, max_length=4096, description="Key to test (uses stored if not provided)"
+    )
 
 
 def mask(key: str) -> str:
@@ -58,6 +62,15 @@ def _status(key: str | None, provider: str) -> JsonObject:
     if key:
         return {"configured": True, "source": "stored", "masked": mask(key), "env_var": ENV_VARS[provider]}
     return {"configured": False, "source": "none", "masked": None, "env_var": ENV_VARS[provider]}
+
+
+def header_safe(key: str) -> bool:
+    """Whether ``key`` can be sent in an ``Authorization`` header: printable ASCII, no whitespace
+    (what providers' tokens are; anything else could not be sent, and would break the pulls)."""
+    return all(33 <= ord(char) <= 126 for char in key)
+
+
+NOT_HEADER_SAFE = "An API key is printable ASCII without spaces or control characters"
 
 
 def _unknown(provider: str, hint: bool = True) -> JSONResponse:
@@ -123,6 +136,8 @@ def create_router(ctx: GatewayContext, settings: HomePilotSettings) -> APIRouter
         if not key:
             message = f"No API key provided or stored for {req.provider}"
             return JSONResponse({"ok": True, "valid": False, "message": message})
+        if not header_safe(key):
+            return JSONResponse({"ok": True, "valid": False, "message": f"Invalid token: {NOT_HEADER_SAFE}"})
         try:
             async with httpx.AsyncClient(timeout=15, trust_env=False) as client:
                 answer = await client.get(urls[req.provider], headers={"Authorization": f"Bearer {key}"})
@@ -150,6 +165,8 @@ def create_router(ctx: GatewayContext, settings: HomePilotSettings) -> APIRouter
         if req.provider not in PROVIDERS:
             return _unknown(req.provider)
         value = req.key.strip()
+        if value and not header_safe(value):
+            return JSONResponse({"ok": False, "error": NOT_HEADER_SAFE}, status_code=400)
         await write({req.provider: base64.b64encode(value.encode()).decode() if value else None})
         return JSONResponse(
             {

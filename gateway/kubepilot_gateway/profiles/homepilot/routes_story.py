@@ -53,7 +53,7 @@ class SceneImageIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     session_id: str = Field(min_length=1, max_length=256, description="Story session id")
-    scene_idx: int = Field(ge=0, description="The scene's idx")
+    scene_idx: int = Field(ge=0, le=generation.MAX_INT64, description="The scene's idx")
     image_url: str | None = Field(
         default=None, description="Persist this URL (HomePilot's call); none: generate the image here"
     )
@@ -62,7 +62,7 @@ class SceneImageIn(BaseModel):
     imgHeight: int | None = Field(default=None, ge=0, le=8192)
     imgSteps: int | None = Field(default=None, ge=1, le=500)
     imgCfg: float | None = Field(default=None, ge=0, le=50)
-    imgSeed: int | None = Field(default=None, description="0 or none: random")
+    imgSeed: int | None = Field(default=None, le=generation.MAX_INT64, description="0 or none: random")
 
 
 def _error(status: int, message: str) -> JSONResponse:
