@@ -24,7 +24,12 @@ Decisions:
 - **Errors** are ``{"error": ...}`` (plus ``detail`` where the product adds one), 400 for bad
   input (never FastAPI's 422), 404 for an unknown job, generation or image. The product's texts
   are used where known ("Missing required field: prompt", "Invalid model: x", "Generation
-  timeout").
+  timeout"). What a job could not hold is refused before one is created: a JSON body (the
+  WebSocket's messages too, which are then ignored) nested more than 64 levels deep or holding a
+  lone surrogate escape is "Invalid JSON body"; prompts longer than the GenerationJob schema's
+  32768 characters, sampler and scheduler names longer than 100, A1111 ``styles`` that are not a
+  list of names are 400s; a job the API server still refuses is a 400 "Invalid parameters" (its
+  staged uploads removed). A refusal quotes at most the first 200 characters of a value.
 - **Sizes** must be 64-4096 and multiples of 8 (what the generator accepts): anything else is a
   400 rather than a job that fails later. An A1111 sampler the generator lacks runs with the
   model's own scheduler instead of failing.

@@ -121,6 +121,8 @@ def _request(
     negative = body.get("negative_prompt") or ""
     if not isinstance(prompt, str) or not isinstance(negative, str):
         raise tr.BadRequest("Invalid prompt", "prompt and negative_prompt must be strings")
+    tr.check_length("prompt", prompt, tr.MAX_PROMPT)
+    tr.check_length("negative_prompt", negative, tr.MAX_PROMPT)
     width = tr.as_int("width", body.get("width", 512) or 512, 1, 100_000)
     height = tr.as_int("height", body.get("height", 512) or 512, 1, 100_000)
     tr.check_dimensions(width, height)
@@ -133,8 +135,13 @@ def _request(
     if batch_size * n_iter > tr.MAX_N:
         raise tr.BadRequest("Too many images", f"batch_size * n_iter must be at most {tr.MAX_N}")
     seed = tr.as_seed(body.get("seed"))
+    styles = body.get("styles")
+    if styles is not None and not (isinstance(styles, list) and all(isinstance(s, str) for s in styles)):
+        raise tr.BadRequest("Invalid styles", "styles must be a list of style names")
     sampler_name = str(body.get("sampler_name") or body.get("sampler_index") or "Euler a")
     scheduler = str(body.get("scheduler") or "automatic")
+    tr.check_length("sampler_name", sampler_name, tr.MAX_NAME)  # both are kept in the job's annotation
+    tr.check_length("scheduler", scheduler, tr.MAX_NAME)
     parameters: JsonObject = {
         **body,
         "prompt": prompt,

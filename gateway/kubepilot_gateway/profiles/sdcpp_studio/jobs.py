@@ -45,18 +45,71 @@ MAX_N = 10
 DEFAULT_SIZE = "512x512"
 _SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_INDEX = re.compile(r"[0-9]{1,3}")
+MAX_PROMPT = 32768
+"""Longest prompt or negative prompt (characters): the GenerationJob schema's limit."""
+MAX_NAME = 100
+"""Longest sampler or scheduler name (the schema's limit for ``spec.sampler``)."""
+MAX_JSON_DEPTH = 64
+"""Deepest nesting a JSON body may have (A1111's deepest, ``alwayson_scripts``, has a handful)."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+MAX_MESSAGE = 200
+MAX_DETAIL = 1000
+"""Longest ``error`` and ``detail`` texts: a refusal that quotes the client's value (a 5,000-digit
+``limit``) quotes its start only, in the answer and in the log."""
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 class BadRequest(ValueError):
     """Invalid parameters: answered 400 ``{"error": message}`` (plus ``detail`` when set)."""
 
     def __init__(self, message: str, detail: str = "") -> None:
+        message, detail = clip(message, MAX_MESSAGE), clip(detail, MAX_DETAIL)
         super().__init__(message)
         self.message = message
         self.detail = detail
 
 
 # -- requests ------------------------------------------------------------------------------------
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """A request body's JSON, or BadRequest ``Invalid JSON body``: not JSON, nested deeper than
+    ``MAX_JSON_DEPTH`` (Python's parser would raise RecursionError past its own limit), or holding
+    a lone surrogate escape (``"\\ud800"``: Python reads it, but the text cannot be encoded as UTF-8,
+    so a job carrying it could never be answered again)."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise BadRequest("Invalid JSON body") from None
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise BadRequest(
+                    "Invalid JSON body", "the body holds a lone surrogate escape (\\ud800-\\udfff)"
+                )
+            continue
+        if not isinstance(item, dict | list):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise BadRequest(
+                "Invalid JSON body", f"the body is nested more than {MAX_JSON_DEPTH} levels deep"
+            )
+        children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+        pending.extend((child, depth + 1) for child in children)
+    return value
+
+
+def check_length(name: str, value: str, limit: int) -> str:
+    """``value`` when it has at most ``limit`` characters (what the GenerationJob schema holds)."""
+    if len(value) > limit:
+        raise BadRequest(f"Invalid {name}", f"{name} is longer than {limit} characters")
+    return value
 
 
 def parse_size(value: Any) -> tuple[int, int]:
@@ -180,9 +233,11 @@ def generate_request(
     model = find(str(model_id))
     if model is None:
         raise unknown_model(str(model_id), models)
+    check_length("prompt", prompt, MAX_PROMPT)
     negative = body.get("negative_prompt") or ""
     if not isinstance(negative, str):
         raise BadRequest("Invalid negative_prompt", "negative_prompt must be a string")
+    check_length("negative_prompt", negative, MAX_PROMPT)
     width, height = parse_size(body.get("size") or DEFAULT_SIZE)
     n = as_int("n", body["n"], 1, MAX_N) if body.get("n") is not None else 1
     quality = body.get("quality")
@@ -204,7 +259,7 @@ def generate_request(
         seed=as_seed(body.get("seed")),
         steps=as_int("sample_steps", steps, 1, 500) if steps is not None else default_steps,
         cfg_scale=as_float("cfg_scale", cfg, 0, 50) if cfg is not None else 7.0,
-        sampler=str(body.get("sampling_method") or ""),
+        sampler=check_length("sampling_method", str(body.get("sampling_method") or ""), MAX_NAME),
         quality=quality,
         style=style,
     )
@@ -214,7 +269,7 @@ def _optional_text(body: Mapping[str, Any], name: str) -> str:
     value = body.get(name) or ""
     if not isinstance(value, str):
         raise BadRequest(f"Invalid {name}", f"{name} must be a string")
-    return value
+    return check_length(name, value, MAX_PROMPT)
 
 
 def fitted_size(width: int, height: int) -> tuple[int, int]:
@@ -270,7 +325,7 @@ def image_request(
         seed=as_seed(body.get("seed")),
         steps=as_int("sample_steps", steps, 1, 500) if steps not in (None, "") else default_steps,
         cfg_scale=as_float("cfg_scale", cfg, 0, 50) if cfg not in (None, "") else 7.0,
-        sampler=str(body.get("sampling_method") or ""),
+        sampler=check_length("sampling_method", str(body.get("sampling_method") or ""), MAX_NAME),
         strength=as_float("strength", strength, 0, 1) if strength not in (None, "") else 0.75,
     )
 
@@ -513,7 +568,7 @@ def image_id(generation_id: str, index: int) -> str:
 def split_image_id(value: str) -> tuple[str, int] | None:
     """(generation id, index) of an image id; None when it is not one of ours."""
     generation, _, index = value.rpartition("-")
-    if not looks_like_id(generation) or not index.isdigit() or len(index) > 3:
+    if not looks_like_id(generation) or not _INDEX.fullmatch(index):  # ASCII: "²" is a digit to isdigit()
         return None
     return generation, int(index)
 

@@ -7,7 +7,6 @@ form, or the product's where ``compat: product`` asks and the two differ (epoch 
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,10 +26,7 @@ async def json_body(request: Request) -> Any:
     raw = await request.body()
     if not raw.strip():
         return {}
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise tr.BadRequest("Invalid JSON body") from None
+    return tr.parse_json(raw)
 
 
 def now_iso() -> str:

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 
 from kubepilot_gateway.profiles.sdcpp_studio import catalog as cat
 from kubepilot_gateway.profiles.sdcpp_studio import downloads as dl
+from kubepilot_gateway.profiles.sdcpp_studio import jobs as tr
 from kubepilot_gateway.profiles.sdcpp_studio import services as svc
 from kubepilot_gateway.profiles.sdcpp_studio.config import CatalogModel
 from kubepilot_gateway.profiles.sdcpp_studio.runtime import Runtime
@@ -88,8 +89,8 @@ def create_router(runtime: Runtime) -> APIRouter:
     async def download(request: Request) -> JsonObject:
         """SD-29: ``{"modelId"}`` → the model's download (a ModelPull)."""
         try:
-            body = await request.json()
-        except ValueError:
+            body = tr.parse_json(await request.body())
+        except tr.BadRequest:
             body = None
         model_id = body.get("modelId") if isinstance(body, dict) else None
         if not isinstance(model_id, str) or not model_id.strip():

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from typing import Any
 
@@ -20,6 +19,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from kubepilot_gateway.bus import ResourceEvent
 from kubepilot_gateway.profiles.sdcpp_studio import events as ev
+from kubepilot_gateway.profiles.sdcpp_studio import jobs as tr
 from kubepilot_gateway.profiles.sdcpp_studio import services as svc
 from kubepilot_gateway.profiles.sdcpp_studio.runtime import GENERATION_JOBS, Runtime
 
@@ -70,10 +70,15 @@ def create_router(runtime: Runtime) -> APIRouter:
         sender = asyncio.create_task(pump())
         try:
             while True:
-                raw = await websocket.receive_text()
+                frame = await websocket.receive()
+                if frame["type"] == "websocket.disconnect":
+                    break
+                # A binary frame is read as UTF-8 text, as the product's ws library hands it over.
+                text = frame.get("text")
+                raw: str | bytes = text if isinstance(text, str) else frame.get("bytes") or b""
                 try:
-                    msg = json.loads(raw)
-                except ValueError:
+                    msg = tr.parse_json(raw)  # bounded depth, no lone surrogate to echo back
+                except tr.BadRequest:
                     continue  # the product ignores what it cannot parse
                 if not isinstance(msg, dict):
                     continue

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 
 from kubepilot_gateway.bus import ResourceEvent
 from kubepilot_gateway.context import GatewayContext
-from kubepilot_gateway.kube import CONFIGMAPS, AlreadyExists, NotFound, resource_for
+from kubepilot_gateway.kube import CONFIGMAPS, AlreadyExists, Invalid, NotFound, resource_for
 from kubepilot_gateway.profiles.sdcpp_studio import jobs as tr
 from kubepilot_gateway.profiles.sdcpp_studio.auth import key_source
 from kubepilot_gateway.profiles.sdcpp_studio.config import SdcppSettings
@@ -86,7 +86,10 @@ class Runtime:
                     request, image=staged[0], images=tuple(staged[1 : len(images)]), mask=mask_path
                 )
             body = tr.generation_job(job_id, request, str(self.outputs_root))
-            created = await self.ctx.store.create(GENERATION_JOBS, body)
+            try:
+                created = await self.ctx.store.create(GENERATION_JOBS, body)
+            except Invalid as error:  # a value the checks let through but the schema refuses
+                raise tr.BadRequest("Invalid parameters", error.message) from None
         except BaseException:
             await asyncio.to_thread(self.stager.remove, staged)
             raise

@@ -27,7 +27,6 @@ import base64
 import binascii
 import contextlib
 import io
-import json
 import uuid
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -41,7 +40,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-from kubepilot_gateway.profiles.sdcpp_studio.jobs import BadRequest
+from kubepilot_gateway.profiles.sdcpp_studio.jobs import BadRequest, parse_json
 
 JsonObject = dict[str, Any]
 
@@ -154,7 +153,7 @@ async def read_body(request: Request, limits: Limits) -> Body:
     Multipart files are read only up to one byte past ``max_bytes`` (enough to refuse them); a
     file field's client file name is ignored (the gateway names what it stores)."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limits.max_request_bytes:
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > limits.max_request_bytes:
         raise BadRequest(TOO_LARGE, f"the request is larger than {limits.max_request_bytes} bytes")
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     stream = _limited(request.stream(), limits.max_request_bytes)
@@ -182,10 +181,7 @@ async def read_body(request: Request, limits: Limits) -> Body:
         return Body(dict(reversed(pairs)), {}, json=False)
     if not raw.strip():
         return Body({}, {}, json=True)
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise BadRequest("Invalid JSON body") from None
+    value = parse_json(raw)
     if not isinstance(value, dict):
         raise BadRequest("Invalid JSON body", "the body must be a JSON object")
     return Body(value, {}, json=True)
