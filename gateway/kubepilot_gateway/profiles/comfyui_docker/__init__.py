@@ -13,6 +13,13 @@ Decisions (document vs product shapes, deviations):
 - Errors are ``{"error": {"code", "message", "details", "timestamp"}}`` with the seed's codes and
   the statuses issue 12 takes from the product's companion guide (``errors``); bad input is a 400
   ``INVALID_REQUEST`` (a code of ours: the seed has none for it), never a 422 or a 500.
+- JSON the profile reads itself (execute and workflow save bodies, a graph sent as JSON text,
+  WebSocket messages, stored workflows) is JSON as the API server and browsers read it: NaN,
+  Infinity, a number beyond a float, a lone surrogate escape (``"\\ud800"``) or nesting deeper than
+  Python's reader goes is 400 ``INVALID_REQUEST`` (a stored file holding one is no workflow); a
+  workflow graph nests at most 64 levels (400 ``INVALID_WORKFLOW``: no answer could carry a deeper
+  one back). Validation errors show an ``input`` nested deeper than 32 levels as a note, and texts
+  and numbers no JSON answer can carry by their escape / name (``errors``).
 - Every answer carries ``X-API-Version: 1.0.0`` and the rate limit's ``X-RateLimit-Limit /
   Remaining / Reset`` (and the guide's ``X-RateLimit-Reset-Time``), errors included: an unexpected
   error's 500 is rendered inside the profile so it has them too. CORS (``CORS_ORIGINS``, every
@@ -105,6 +112,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
@@ -118,7 +126,7 @@ from kubepilot_gateway.profiles.comfyui_docker.auth import Authenticator, auth_m
 from kubepilot_gateway.profiles.comfyui_docker.auth import create_router as create_auth_router
 from kubepilot_gateway.profiles.comfyui_docker.config import PROFILE_NAME, comfyui_docker_settings
 from kubepilot_gateway.profiles.comfyui_docker.dashboard import Dashboard
-from kubepilot_gateway.profiles.comfyui_docker.errors import envelope
+from kubepilot_gateway.profiles.comfyui_docker.errors import envelope, on_validation
 from kubepilot_gateway.profiles.comfyui_docker.executions import Executions
 from kubepilot_gateway.profiles.comfyui_docker.ratelimit import rate_limit_middleware
 from kubepilot_gateway.profiles.comfyui_docker.workflows import Workflows
@@ -172,6 +180,8 @@ def build_app(ctx: GatewayContext, *, cors: bool = True) -> FastAPI:
     app.middleware("http")(rate_limit_middleware(settings, auth))
     app.middleware("http")(api_version_middleware)
     install_error_envelope(app, envelope, validation_status=400)
+    # In place of the core's validation handler: one safe for inputs nested as deep as JSON goes.
+    app.add_exception_handler(RequestValidationError, on_validation)
     if cors:
         app.add_middleware(
             CORSMiddleware,

@@ -31,7 +31,7 @@ from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.kube import BadRequest, Invalid, NotFound, resource_for
 from kubepilot_gateway.profiles.comfyui_docker import comfyui as cf
 from kubepilot_gateway.profiles.comfyui_docker.config import ComfyUiDockerSettings
-from kubepilot_gateway.profiles.comfyui_docker.errors import api_error
+from kubepilot_gateway.profiles.comfyui_docker.errors import MAX_GRAPH_DEPTH, api_error, nested_deeper_than
 
 JsonObject = dict[str, Any]
 GENERATION_JOBS = resource_for("GenerationJob")
@@ -49,6 +49,8 @@ def check_graph(graph: Any) -> JsonObject:
     """An API-format graph ready to queue, or 400 ``INVALID_WORKFLOW`` saying what is wrong."""
     if not isinstance(graph, dict) or not graph:
         raise invalid_workflow("workflow must be a non-empty JSON object (ComfyUI's API format)")
+    if nested_deeper_than(graph, MAX_GRAPH_DEPTH):
+        raise invalid_workflow(f"workflow nests more than {MAX_GRAPH_DEPTH} levels deep")
     if isinstance(graph.get("nodes"), list):
         raise invalid_workflow(
             "This is a UI-format workflow; export it from ComfyUI with 'Export (API)' and send that graph"

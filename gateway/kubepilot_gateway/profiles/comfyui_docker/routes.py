@@ -12,12 +12,12 @@ import time
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kubepilot_gateway.profiles.comfyui_docker import catalog as cat
 from kubepilot_gateway.profiles.comfyui_docker import downloads as dl
 from kubepilot_gateway.profiles.comfyui_docker.dashboard import MODEL_PULLS, Dashboard
-from kubepilot_gateway.profiles.comfyui_docker.errors import api_error, now_iso
+from kubepilot_gateway.profiles.comfyui_docker.errors import api_error, has_lone_surrogate, now_iso
 from kubepilot_gateway.profiles.comfyui_docker.modelindex import TYPE_NAMES
 
 JsonObject = dict[str, Any]
@@ -52,6 +52,15 @@ class DeleteModelsRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     paths: list[str] = Field(min_length=1, max_length=1000)
+
+    @field_validator("paths")
+    @classmethod
+    def unicode_only(cls, paths: list[str]) -> list[str]:
+        """A path with a lone surrogate escape names no file, and the answer (which lists the paths it
+        did not delete) could not be encoded: refused before anything is deleted."""
+        if has_lone_surrogate(paths):
+            raise ValueError("a path holds a lone surrogate escape (no Unicode character)")
+        return paths
 
 
 class InstallRequest(BaseModel):

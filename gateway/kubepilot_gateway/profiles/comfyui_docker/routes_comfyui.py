@@ -12,13 +12,12 @@ prompt id is 404 ``PROMPT_NOT_FOUND``; bad input 400 ``INVALID_REQUEST``.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
 from kubepilot_gateway.profiles.comfyui_docker import comfyui as cf
-from kubepilot_gateway.profiles.comfyui_docker.errors import api_error
+from kubepilot_gateway.profiles.comfyui_docker.errors import JsonInputError, api_error, parse_json
 from kubepilot_gateway.profiles.comfyui_docker.executions import CLEAR_TYPES, Executions, invalid_workflow
 from kubepilot_gateway.profiles.comfyui_docker.routes_workflows import read_limited
 
@@ -52,8 +51,8 @@ def create_router(executions: Executions) -> APIRouter:
         """CD-13: one GenerationJob of type ``workflow``."""
         raw = await read_limited(request, executions.settings.workflowMaxBytes)
         try:
-            body = json.loads(raw)
-        except ValueError as error:
+            body = parse_json(raw)
+        except JsonInputError as error:
             raise api_error(400, "INVALID_REQUEST", f"The body is not JSON: {error}") from error
         if not isinstance(body, dict):
             raise api_error(400, "INVALID_REQUEST", "The body is a JSON object with workflow and priority")
@@ -62,8 +61,8 @@ def create_router(executions: Executions) -> APIRouter:
             raise invalid_workflow("workflow (a ComfyUI API-format graph) is required", field="workflow")
         if isinstance(graph, str):  # a graph sent as JSON text
             try:
-                graph = json.loads(graph)
-            except ValueError as error:
+                graph = parse_json(graph)
+            except JsonInputError as error:
                 raise invalid_workflow(f"workflow is not valid JSON: {error}", field="workflow") from error
         return await executions.execute(graph, parse_priority(body.get("priority")))
 

@@ -13,14 +13,13 @@ a save with a bad graph 400 ``INVALID_WORKFLOW``; a body over ``workflowMaxBytes
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
 
 from kubepilot_gateway.profiles.comfyui_docker import workflows as wf
 from kubepilot_gateway.profiles.comfyui_docker.dashboard import Dashboard
-from kubepilot_gateway.profiles.comfyui_docker.errors import api_error, now_iso
+from kubepilot_gateway.profiles.comfyui_docker.errors import JsonInputError, api_error, now_iso, parse_json
 from kubepilot_gateway.profiles.comfyui_docker.routes import PAGE, PER_PAGE, paginate
 
 JsonObject = dict[str, Any]
@@ -86,8 +85,8 @@ def create_router(board: Dashboard, store: wf.Workflows) -> APIRouter:
         """CD-20: validate, then write ``<workflowUserFolder>/<id>.json`` on the outputs volume."""
         raw = await read_limited(request, store.settings.workflowMaxBytes)
         try:
-            body = json.loads(raw)
-        except ValueError as error:
+            body = parse_json(raw)
+        except JsonInputError as error:
             raise _bad_request(f"The body is not JSON: {error}") from error
         if not isinstance(body, dict):
             raise _bad_request("The body is a JSON object with name and workflow")
@@ -98,8 +97,8 @@ def create_router(board: Dashboard, store: wf.Workflows) -> APIRouter:
         graph = body.get("workflow")
         if isinstance(graph, str):  # a graph sent as JSON text
             try:
-                graph = json.loads(graph)
-            except ValueError as error:
+                graph = parse_json(graph)
+            except JsonInputError as error:
                 raise wf.invalid_workflow(f"workflow is not valid JSON: {error}") from error
         problem = wf.graph_problem(graph)
         if problem is not None:

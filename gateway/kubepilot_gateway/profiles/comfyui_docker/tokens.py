@@ -55,7 +55,7 @@ def issue(key: bytes, username: str, role: str, *, now: int, lifetime: int) -> t
 def verify(key: bytes, token: str, *, now: int) -> Claims:
     """The token's claims; TokenError when it is not one of ours or has expired."""
     parts = token.split(".")
-    if len(parts) != 3:
+    if len(parts) != 3 or not token.isascii():  # compare_digest takes ASCII text only
         raise TokenError("Malformed token")
     header, body, signature = parts
     expected = _b64(hmac.new(key, f"{header}.{body}".encode(), hashlib.sha256).digest())
@@ -73,7 +73,7 @@ def verify(key: bytes, token: str, *, now: int) -> Claims:
             int(payload["exp"]),
             str(payload["jti"]),
         )
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
         raise TokenError("Malformed token") from None
     if claims.expires_at <= now:
         raise TokenError("Token expired")

@@ -43,7 +43,12 @@ from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.kube import CONFIGMAPS, KubeError, NotFound
 from kubepilot_gateway.profiles.comfyui_docker import catalog as cat
 from kubepilot_gateway.profiles.comfyui_docker.config import ComfyUiDockerSettings
-from kubepilot_gateway.profiles.comfyui_docker.errors import api_error
+from kubepilot_gateway.profiles.comfyui_docker.errors import (
+    MAX_GRAPH_DEPTH,
+    api_error,
+    nested_deeper_than,
+    parse_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +121,8 @@ def graph_problem(value: Any) -> str | None:
     """Why ``value`` is not a workflow graph, or None when it is one."""
     if not isinstance(value, dict) or not value:
         return "a workflow is a non-empty JSON object"
+    if nested_deeper_than(value, MAX_GRAPH_DEPTH):
+        return f"a workflow nests at most {MAX_GRAPH_DEPTH} levels deep"
     if isinstance(value.get("nodes"), list):
         return None  # ComfyUI's UI format
     bad = [
@@ -169,7 +176,7 @@ def parse_templates(data: dict[str, str]) -> tuple[dict[str, Workflow], list[str
             problems.append(f"{key}: not a <workflow id>.json key")
             continue
         try:
-            document = json.loads(data[key])
+            document = parse_json(data[key])
         except ValueError as error:
             problems.append(f"{key}: not JSON ({error})")
             continue
@@ -314,7 +321,7 @@ class Workflows:
         flow: Workflow | None = None
         if info.st_size <= self.settings.workflowMaxBytes:
             try:
-                document = json.loads(target.read_bytes())
+                document = parse_json(target.read_bytes())
             except (OSError, ValueError):
                 document = None
             flow = from_document(ident, document, source="user", path=self.relative(ident))

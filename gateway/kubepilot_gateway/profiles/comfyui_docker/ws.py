@@ -46,6 +46,7 @@ from kubepilot_gateway.profiles.comfyui_docker import downloads as dl
 from kubepilot_gateway.profiles.comfyui_docker import tokens
 from kubepilot_gateway.profiles.comfyui_docker.auth import Authenticator, may_write
 from kubepilot_gateway.profiles.comfyui_docker.dashboard import MODEL_PULLS, Dashboard
+from kubepilot_gateway.profiles.comfyui_docker.errors import parse_json
 from kubepilot_gateway.profiles.comfyui_docker.executions import GENERATION_JOBS, Executions
 
 JsonObject = dict[str, Any]
@@ -135,7 +136,7 @@ class Connection:
 
     async def handle(self, raw: str) -> None:
         try:
-            message = json.loads(raw)
+            message = parse_json(raw)
         except ValueError:
             await self.send(error_message("INVALID_REQUEST", "Messages must be JSON objects"))
             return
@@ -216,7 +217,7 @@ async def authenticate(websocket: WebSocket, auth: Authenticator) -> tokens.Clai
         try:
             async with asyncio.timeout(AUTH_WAIT_SECONDS):
                 first = await receive_text(websocket)
-            message = json.loads(first) if first is not None else None
+            message = parse_json(first) if first is not None else None
         except (TimeoutError, ValueError):
             message = None
         if (
