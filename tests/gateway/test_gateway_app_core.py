@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,8 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, Field
 
 from kubepilot_gateway.app import build_combined_app, build_profile_app
-from kubepilot_gateway.app.errors import install_error_envelope
+from kubepilot_gateway.app.errors import install_error_envelope, safe_validation_errors
 from kubepilot_gateway.app.gateway import Gateway
+from kubepilot_gateway.app.jsontext import LONE_SURROGATE, MAX_DEPTH, TOO_DEEP
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.kube import resource_for
 from kubepilot_gateway.profiles import Profile
@@ -251,18 +253,27 @@ async def _post_cfg(content: bytes) -> httpx.Response:
         return await http.post("/x", content=content, headers={"Content-Type": "application/json"})
 
 
-async def test_an_input_nested_hundreds_deep_is_echoed_cut_short_in_a_422() -> None:
+async def test_a_body_nested_past_the_limit_is_refused_before_the_route() -> None:
     response = await _post_cfg(b'{"cfg": ' + b"[" * 900 + b"]" * 900 + b"}")
-    assert response.status_code == 422
-    (error,) = response.json()["detail"]
-    depth, echoed = 0, error["input"]
-    while isinstance(echoed, list) and echoed:
-        depth, echoed = depth + 1, echoed[0]
-    assert echoed == "(nested too deeply to echo)" and depth < 40
+    assert (response.status_code, response.json()) == (422, {"detail": TOO_DEEP})
+    within = b'{"cfg": ' + b"[" * (MAX_DEPTH - 1) + b"]" * (MAX_DEPTH - 1) + b"}"
+    answer = await _post_cfg(within)  # deep but allowed: the route's own validation answers
+    assert answer.status_code == 422 and answer.json()["detail"][0]["loc"] == ["body", "cfg"]
 
 
-async def test_a_lone_surrogate_in_the_input_is_written_out_in_a_422() -> None:
-    response = await _post_cfg(b'{"cfg": "\\ud800x"}')
-    assert response.status_code == 422
-    (error,) = response.json()["detail"]
-    assert error["input"] == "\\ud800x"
+async def test_a_lone_surrogate_is_refused_before_the_route_and_a_pair_is_text() -> None:
+    response = await _post_cfg(b'{"cfg": 1, "note": "\\ud800x"}')
+    assert (response.status_code, response.json()) == (422, {"detail": LONE_SURROGATE})
+    paired = await _post_cfg(b'{"cfg": 1, "note": "\\ud83d\\ude00"}')  # an emoji, escaped
+    assert (paired.status_code, paired.json()) == (200, {"cfg": 1.0})
+
+
+def test_validation_echoes_survive_what_the_guard_does_not_see() -> None:
+    """A lone surrogate or deep nesting may reach a validation error other than through a JSON
+    body (a form field, a body over the guard's size): the echo is still text JSON can carry."""
+    deep: Any = "leaf"
+    for _ in range(900):
+        deep = [deep]
+    (echo,) = safe_validation_errors([{"loc": ["body"], "input": {"a\udfff": ["x\ud800", deep]}}])
+    assert json.dumps(echo, ensure_ascii=False).encode("utf-8")
+    assert echo["input"] == {"a\\udfff": ["x\\ud800", echo["input"]["a\\udfff"][1]]}

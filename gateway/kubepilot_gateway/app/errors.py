@@ -18,8 +18,10 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.responses import JSONResponse, Response
 
+from kubepilot_gateway.app.jsontext import JsonTextGuard
 from kubepilot_gateway.kube.errors import (
     AlreadyExists,
     ApiError,
@@ -154,9 +156,13 @@ def install_error_envelope(
     *,
     validation_status: int = 422,
     kube_status: Mapping[type[KubeError], int] = KUBE_ERROR_STATUS,
+    json_text_guard: bool = True,
 ) -> None:
     """Route every error ``app`` answers through ``envelope``.
 
+    A JSON body that holds a lone surrogate or nests too deep for any reader is refused with
+    ``validation_status`` before a route runs (``jsontext.JsonTextGuard``), unless
+    ``json_text_guard`` is False: a profile whose own reader refuses both in its product's words.
     HTTP errors keep their status; request validation errors get ``validation_status``; API
     server errors get their ``kube_status`` (the API server's message as detail, except for an
     unreachable server); anything else becomes a 500 whose detail says nothing about the cause
@@ -199,3 +205,12 @@ def install_error_envelope(
     # (here: the gateway's request guard) to log.
     app.add_exception_handler(Exception, on_internal)
     setattr(app.state, _ENVELOPE_STATE, envelope)
+
+    def refuse_json_text(request: Request, message: str) -> Response:
+        return envelope(request, Problem(validation_status, message, message, "http"))
+
+    # A JSON body with a lone surrogate or nested too deep is refused before any route runs, but
+    # after every middleware the profile adds (authentication, rate limits, its headers): the
+    # innermost place, which appending keeps whatever the profile adds after this call.
+    if json_text_guard:
+        app.user_middleware.append(Middleware(JsonTextGuard, respond=refuse_json_text))

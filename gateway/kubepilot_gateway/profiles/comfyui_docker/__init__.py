@@ -179,7 +179,9 @@ def build_app(ctx: GatewayContext, *, cors: bool = True) -> FastAPI:
     # Added after the auth check, so outside it: refusals carry the rate and version headers too.
     app.middleware("http")(rate_limit_middleware(settings, auth))
     app.middleware("http")(api_version_middleware)
-    install_error_envelope(app, envelope, validation_status=400)
+    # Its own JSON reader (``parse_json``) refuses lone surrogates and deep nesting in the
+    # product's words, route by route: the core's guard would answer them first, generically.
+    install_error_envelope(app, envelope, validation_status=400, json_text_guard=False)
     # In place of the core's validation handler: one safe for inputs nested as deep as JSON goes.
     app.add_exception_handler(RequestValidationError, on_validation)
     if cors:

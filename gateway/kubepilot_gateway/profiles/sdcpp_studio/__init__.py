@@ -160,7 +160,9 @@ async def options_204(request: Request, call_next: Callable[[Request], Awaitable
 def build_app(ctx: GatewayContext, *, cors: bool = True) -> FastAPI:
     """The sd.cpp Studio app over ``ctx``; ``cors`` False leaves CORS to whoever serves it."""
     app = FastAPI(title=TITLE, docs_url=None, redoc_url=None)
-    install_error_envelope(app, envelope, validation_status=400)
+    # Its own JSON reader (``parse_json``) refuses lone surrogates and deep nesting in the
+    # product's words, route by route: the core's guard would answer them first, generically.
+    install_error_envelope(app, envelope, validation_status=400, json_text_guard=False)
 
     runtime = Runtime(ctx, sdcpp_settings(ctx))
 
