@@ -92,3 +92,20 @@ async def served(app: Any) -> AsyncIterator[str]:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
         sock.close()
+
+
+JSON_TYPE = {"Content-Type": "application/json"}
+HOSTILE_JSON_BODIES: list[dict[str, Any]] = [
+    # JSON that Python reads but no JSON encoder writes back, numbers beyond int64, nesting deeper
+    # than any reader or echo can follow, a lone surrogate: each once a 500 in some profile.
+    {"content": b'{"name": NaN, "seed": Infinity, "value": -Infinity}', "headers": JSON_TYPE},
+    {"json": {"name": "a", "seed": 2**70, "epochs": 2**64, "steps": -(2**70), "value": 2**63}},
+    {"content": b'{"name": ' + b"[" * 900 + b"]" * 900 + b"}", "headers": JSON_TYPE},
+    {"content": b"[" * 100_000 + b"]" * 100_000, "headers": JSON_TYPE},
+    {
+        "content": b'{"name": "\\ud800", "config_path": "\\udfff.json", '
+        b'"prompt": "x\\ud800", "token": "\\ud800"}',
+        "headers": JSON_TYPE,
+    },
+]
+"""Request bodies (httpx keyword arguments) for the profiles' bad-input sweeps."""

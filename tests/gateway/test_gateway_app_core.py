@@ -223,18 +223,7 @@ class CfgBody(BaseModel):
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
 async def test_a_non_finite_number_in_a_validation_error_is_a_422_not_a_500(number: str) -> None:
     """Python's JSON reads NaN and Infinity; the 422 echoes the input, and JSON cannot hold it."""
-    app = FastAPI()
-    install_error_envelope(app)
-
-    @app.post("/x")
-    async def handler(body: CfgBody) -> dict[str, float]:
-        return {"cfg": body.cfg}
-
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-        response = await http.post(
-            "/x", content=f'{{"cfg": {number}}}'.encode(), headers={"Content-Type": "application/json"}
-        )
+    response = await _post_cfg(f'{{"cfg": {number}}}'.encode())
     assert response.status_code == 422
     (error,) = response.json()["detail"]
     assert error["loc"] == ["body", "cfg"] and error["input"] == str(float(number))

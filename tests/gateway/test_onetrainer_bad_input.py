@@ -30,12 +30,12 @@ from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.kube import ClusterCache, CrStore, KubeClient, resource_for
 from kubepilot_gateway.profiles.onetrainer import create_app
 from kubepilot_gateway.settings import Settings, Volumes
+from tests.gateway.helpers import HOSTILE_JSON_BODIES
 
 JsonObject = dict[str, Any]
 TR = resource_for("TrainingRun")
 PATH_VALUES = ["..", "%2e%2e%2fetc", "x" * 300, "ünï cødé", "a;b|c", "-", "0", "%00"]
 QUERY = {"count": "lots"}
-JSON_TYPE = {"Content-Type": "application/json"}
 BODIES: list[dict[str, Any]] = [
     {"content": b"{not json", "headers": {"Content-Type": "application/json"}},
     {"json": ["a", "list"]},
@@ -45,17 +45,7 @@ BODIES: list[dict[str, Any]] = [
     {"json": {"config_path": "x" * 5000}},
     {"json": {"config_dict": {"base_model_name": "/etc", "concepts": "x", "epochs": "many"}}},
     {"content": b"\x00\xff\xfe", "headers": {"Content-Type": "application/octet-stream"}},
-    # JSON that Python reads but no JSON encoder writes back, numbers beyond int64, nesting deeper
-    # than any reader or echo can follow, a lone surrogate: each once a 500 in another profile.
-    {"content": b'{"name": NaN, "seed": Infinity, "value": -Infinity}', "headers": JSON_TYPE},
-    {"json": {"name": "a", "seed": 2**70, "epochs": 2**64, "steps": -(2**70), "value": 2**63}},
-    {"content": b'{"name": ' + b"[" * 900 + b"]" * 900 + b"}", "headers": JSON_TYPE},
-    {"content": b"[" * 100_000 + b"]" * 100_000, "headers": JSON_TYPE},
-    {
-        "content": b'{"name": "\\ud800", "config_path": "\\udfff.json", '
-        b'"prompt": "x\\ud800", "token": "\\ud800"}',
-        "headers": JSON_TYPE,
-    },
+    *HOSTILE_JSON_BODIES,
 ]
 
 
