@@ -17,12 +17,14 @@ its product documents.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_CHECKED_BYTES = 8 * 2**20
+_SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_DEPTH = 64
 """Deeper than any of the five products' documents (a ComfyUI workflow is about 4 deep), shallow
 enough for every recursive walk (validation echoes, ``str()``, ``json.dumps``)."""
@@ -42,35 +44,42 @@ def json_text_problem(raw: bytes) -> str | None:
         return None
     # Cheap exclusions first: fewer brackets than the depth limit, no escape and no UTF-8-encoded
     # surrogate in the bytes (most bodies) need no walk.
-    shallow = raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH
-    plain = b"\\u" not in raw and b"\xed" not in raw
-    if shallow and plain:
-        return None
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, str):
-            if not plain and not _is_text(item):
-                return LONE_SURROGATE
-        elif isinstance(item, dict | list):
-            if depth > MAX_DEPTH:
-                return TOO_DEEP
-            children = item.items() if isinstance(item, dict) else enumerate(item)
-            for key, child in children:
-                if isinstance(key, str) and not plain and not _is_text(key):
-                    return LONE_SURROGATE
-                stack.append((child, depth + 1))
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and nested_deeper_than(value, MAX_DEPTH):
+        return TOO_DEEP
+    if (b"\\u" in raw or b"\xed" in raw) and has_lone_surrogate(value):
+        return LONE_SURROGATE
     return None
 
 
-def _is_text(value: str) -> bool:
-    if value.isascii():
-        return True
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+def has_lone_surrogate(value: Any) -> bool:
+    """Whether a text in ``value`` (a key or a value at any depth, walked without recursion) holds a
+    lone surrogate: what JSON's reader makes of a ``"\\ud800"`` escape that has no pair."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if not item.isascii() and _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return False
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests lists or objects more than ``limit`` levels (walked without recursion:
+    it may be as deep as the JSON reader goes)."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list | tuple):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _is_json(scope: Scope) -> bool:

@@ -23,6 +23,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.responses import JSONResponse, Response
 
 from kubepilot_gateway.app.errors import Problem, safe_validation_errors, validation_message
+from kubepilot_gateway.app.jsontext import has_lone_surrogate as has_lone_surrogate
+from kubepilot_gateway.app.jsontext import nested_deeper_than as nested_deeper_than
 
 STATUS_CODES = {
     400: "INVALID_REQUEST",
@@ -79,37 +81,6 @@ MAX_GRAPH_DEPTH = 64
 """Deepest workflow graph saved or executed (ComfyUI's API format nests 4 or 5 levels): JSON as
 deep as Python's reader goes cannot be answered back (the serializer has a depth limit) nor stored
 as a custom resource safely."""
-
-
-def has_lone_surrogate(value: Any) -> bool:
-    """Whether a text in ``value`` (a key or a value, at any depth, walked without recursion) holds
-    a lone surrogate: JSON's reader makes one of a ``"\\ud800"`` escape that has no pair."""
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str):
-            if LONE_SURROGATE.search(item):
-                return True
-        elif isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list | tuple):
-            pending.extend(item)
-    return False
-
-
-def nested_deeper_than(value: Any, limit: int) -> bool:
-    """Whether ``value`` nests lists / objects more than ``limit`` levels (walked without recursion:
-    the value may be as deep as the JSON reader goes)."""
-    pending = [(value, 0)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, dict | list | tuple):
-            if depth >= limit:
-                return True
-            children = item.values() if isinstance(item, dict) else item
-            pending.extend((child, depth + 1) for child in children)
-    return False
 
 
 def shallow(error: Any) -> Any:

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from kubepilot_api.constants import API_VERSION, LABEL_PREFIX, LABEL_PROFILE
+from kubepilot_gateway.app.jsontext import has_lone_surrogate, nested_deeper_than
 from kubepilot_gateway.profiles.sdcpp_studio.config import PROFILE_NAME, CatalogModel, Compat, SdcppSettings
 
 JsonObject = dict[str, Any]
@@ -52,7 +53,6 @@ MAX_NAME = 100
 """Longest sampler or scheduler name (the schema's limit for ``spec.sampler``)."""
 MAX_JSON_DEPTH = 64
 """Deepest nesting a JSON body may have (A1111's deepest, ``alwayson_scripts``, has a handful)."""
-_SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_MESSAGE = 200
 MAX_DETAIL = 1000
 """Longest ``error`` and ``detail`` texts: a refusal that quotes the client's value (a 5,000-digit
@@ -85,23 +85,10 @@ def parse_json(raw: bytes | str) -> Any:
         value = json.loads(raw)
     except (ValueError, RecursionError):
         raise BadRequest("Invalid JSON body") from None
-    pending: list[tuple[Any, int]] = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, str):
-            if _SURROGATE.search(item):
-                raise BadRequest(
-                    "Invalid JSON body", "the body holds a lone surrogate escape (\\ud800-\\udfff)"
-                )
-            continue
-        if not isinstance(item, dict | list):
-            continue
-        if depth > MAX_JSON_DEPTH:
-            raise BadRequest(
-                "Invalid JSON body", f"the body is nested more than {MAX_JSON_DEPTH} levels deep"
-            )
-        children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
-        pending.extend((child, depth + 1) for child in children)
+    if has_lone_surrogate(value):
+        raise BadRequest("Invalid JSON body", "the body holds a lone surrogate escape (\\ud800-\\udfff)")
+    if nested_deeper_than(value, MAX_JSON_DEPTH):
+        raise BadRequest("Invalid JSON body", f"the body is nested more than {MAX_JSON_DEPTH} levels deep")
     return value
 
 
