@@ -13,8 +13,8 @@ sample messages it lost are lost). Other client messages are ignored, as the see
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
+import logging
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
@@ -26,20 +26,36 @@ from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.kube import resource_for
 from kubepilot_gateway.profiles.onetrainer import session as ot
 from kubepilot_gateway.profiles.onetrainer.events import sample_events
+from kubepilot_gateway.upstream import close_client
 
 JsonObject = dict[str, Any]
 TRAINING_RUNS = resource_for("TrainingRun")
 PING = "ping"
+log = logging.getLogger(__name__)
+
+MAX_PING_FRAME = 256
+"""Longest frame read as a possible ``ping`` (the JSON string, escaped and padded, fits well within):
+a longer one is ignored unread, so a client cannot make the gateway parse megabytes or nest JSON
+deeper than Python's reader goes (a ``RecursionError`` once closed the socket)."""
 
 
-def is_ping(text: str) -> bool:
-    """The seed's plain-text ``ping`` (a JSON-encoded ``"ping"`` string too)."""
-    stripped = text.strip()
+def is_ping(frame: str | bytes) -> bool:
+    """The seed's plain-text ``ping`` (a JSON-encoded ``"ping"`` string too), in a text frame or a
+    binary one read as UTF-8; never raises, whatever the frame holds."""
+    if len(frame) > MAX_PING_FRAME:
+        return False
+    if isinstance(frame, bytes):
+        try:
+            frame = frame.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    stripped = frame.strip()
     if stripped == PING:
         return True
-    with contextlib.suppress(ValueError):
+    try:
         return bool(json.loads(stripped) == PING)
-    return False
+    except (ValueError, RecursionError):
+        return False
 
 
 def ours(event: ResourceEvent | Lagged, run: JsonObject | None) -> bool:
@@ -91,10 +107,11 @@ def create_router(ctx: GatewayContext, prefix: str) -> APIRouter:
                 message = await socket.receive()
                 if message["type"] == "websocket.disconnect":
                     return
-                text = message.get("text")
-                if text is None and message.get("bytes") is not None:
-                    text = message["bytes"].decode("utf-8", errors="replace")
-                if text is not None and is_ping(text):
+                # Text or binary (receive_text() would raise KeyError on a binary frame).
+                frame: str | bytes | None = message.get("text")
+                if frame is None:
+                    frame = message.get("bytes")
+                if frame is not None and is_ping(frame):
                     await send({"type": "pong"})
 
         tasks = [asyncio.create_task(push()), asyncio.create_task(receive())]
@@ -105,9 +122,14 @@ def create_router(ctx: GatewayContext, prefix: str) -> APIRouter:
             for task in tasks:
                 task.cancel()
             for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError, OSError):
+                try:
                     await task
-            with contextlib.suppress(RuntimeError, OSError):
-                await socket.close()
+                except (asyncio.CancelledError, WebSocketDisconnect, RuntimeError, OSError):
+                    pass  # the client left (a send after its close raises RuntimeError)
+                except Exception:  # a defect: say so instead of closing as if nothing happened
+                    log.exception("OneTrainer WebSocket task failed")
+            # Not socket.close(): after the client left it raises WebSocketDisconnect (a traceback
+            # in the server log at every ordinary disconnect); close_client checks and suppresses.
+            await close_client(socket, 1000)
 
     return router
