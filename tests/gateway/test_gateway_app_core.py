@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,6 +19,7 @@ from kubepilot_gateway.app import build_combined_app, build_profile_app
 from kubepilot_gateway.app.errors import install_error_envelope, safe_validation_errors
 from kubepilot_gateway.app.gateway import Gateway
 from kubepilot_gateway.app.jsontext import LONE_SURROGATE, MAX_DEPTH, TOO_DEEP
+from kubepilot_gateway.app.runner import CLIENT_FAULTS, ClientFaultsAsWarnings
 from kubepilot_gateway.context import GatewayContext
 from kubepilot_gateway.kube import resource_for
 from kubepilot_gateway.profiles import Profile
@@ -266,3 +268,22 @@ def test_validation_echoes_survive_what_the_guard_does_not_see() -> None:
     (echo,) = safe_validation_errors([{"loc": ["body"], "input": {"a\udfff": ["x\ud800", deep]}}])
     assert json.dumps(echo, ensure_ascii=False).encode("utf-8")
     assert echo["input"] == {"a\\udfff": ["x\\ud800", echo["input"]["a\\udfff"][1]]}
+
+
+def test_only_a_clients_bad_frame_becomes_a_warning_in_uvicorns_log() -> None:
+    """uvicorn logs a client's non-UTF-8 text frame as an error with a traceback; nothing else of
+    its errors is touched."""
+    try:
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+    except UnicodeDecodeError:
+        exc_info = sys.exc_info()
+    fault = logging.LogRecord(
+        "uvicorn.error", logging.ERROR, __file__, 1, next(iter(CLIENT_FAULTS)), None, exc_info
+    )
+    other = logging.LogRecord(
+        "uvicorn.error", logging.ERROR, __file__, 1, "Exception in ASGI application", None, exc_info
+    )
+    quiet = ClientFaultsAsWarnings()
+    assert quiet.filter(fault) and quiet.filter(other)
+    assert (fault.levelno, fault.levelname, fault.exc_info) == (logging.WARNING, "WARNING", None)
+    assert (other.levelno, other.exc_info) == (logging.ERROR, exc_info)

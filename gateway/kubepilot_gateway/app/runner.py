@@ -107,6 +107,28 @@ async def wait_for_sync(cache: ClusterCache, within: float, stop: asyncio.Event)
     return True
 
 
+CLIENT_FAULTS = frozenset({"Invalid UTF-8 sequence received from client."})
+"""uvicorn's messages about what a client sent, which it logs as errors with a traceback."""
+
+
+class ClientFaultsAsWarnings(logging.Filter):
+    """A client's bad frame (a text frame that is not UTF-8: uvicorn closes it with 1007, as it
+    should) is the client's fault, not the gateway's: a one-line warning, not an error traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and record.getMessage() in CLIENT_FAULTS:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_client_faults() -> None:
+    """Install :class:`ClientFaultsAsWarnings` on uvicorn's error logger (once)."""
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, ClientFaultsAsWarnings) for f in logger.filters):
+        logger.addFilter(ClientFaultsAsWarnings())
+
+
 async def serve(
     servings: list[tuple[Listener, ASGIApp, socket.socket]],
     stop: StopSignal,
@@ -120,6 +142,7 @@ async def serve(
     ``on_stop`` runs first when stopping (the gateway ends its event-bus subscriptions there, so
     WebSocket handlers waiting on them return instead of holding the shutdown up).
     """
+    quiet_client_faults()
     servers: list[_Server] = []
     for listener, app, _ in servings:
         config = uvicorn.Config(
