@@ -68,6 +68,7 @@ if str(ROOT) not in sys.path:  # run as a script: make `tests.operator.harness` 
 from tests.operator.harness import GROUP, VERSION, OperatorProcess, Storage, apply_crds  # noqa: E402
 
 PLURAL = "generationjobs"
+MODEL = "bench/tiny-sd"
 EMPTY_OPERATOR = ROOT / "bench" / "empty_kopf_operator.py"
 TARGET_RATIO = 1.5
 TARGET_P99_S = 1.0
@@ -232,7 +233,7 @@ def _body(namespace: str, name: str, index: int) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "type": "txt2img",
-            "model": "bench/tiny-sd",
+            "model": MODEL,
             "prompt": f"a lighthouse at dusk, variant {index}",
             "width": 64,
             "height": 64,
@@ -440,7 +441,11 @@ def _run_operator(args: argparse.Namespace, cluster: DevCluster, api: client.Api
     extra: dict[str, Any] = {"healthPort": 0, "namespaces": [namespace]}  # healthPort 0: no 0.0.0.0 listener
     if args.workers:
         extra["reconcileWorkers"] = args.workers
-    operator = OperatorProcess(cluster, Storage(work / "volumes"), work / "operator", extra=extra)
+    storage = Storage(work / "volumes")
+    # The jobs' model must be on the models volume (the operator checks before it starts a Job);
+    # an empty folder will do: no pod runs here.
+    (storage.models / MODEL).mkdir(parents=True, exist_ok=True)
+    operator = OperatorProcess(cluster, storage, work / "operator", extra=extra)
     children, job_named, floor = Arrivals(), Arrivals(), Arrivals()
     watch_api = _client(cluster, 4)
     try:

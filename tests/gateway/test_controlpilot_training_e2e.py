@@ -92,6 +92,11 @@ async def test_trainpilot_start_trains_reports_progress_and_logs_and_stops(
     (storage.datasets / dataset / "cat.png").write_bytes(b"png")
     (storage.datasets / dataset / "cat.txt").write_text("a cat")
     output = f"e2e-{uuid.uuid4().hex[:8]}"
+    # TrainPilot's base model must be on the models volume (the run waits for it); the stand-in
+    # trainer does not read it.
+    base = storage.models / "checkpoints" / "sd_xl_base_1.0.safetensors"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    base.touch()
 
     started = await http.post(
         "/api/trainpilot/start",

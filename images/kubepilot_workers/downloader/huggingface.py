@@ -122,7 +122,9 @@ class HuggingFaceClient:
         )
         if not selected:
             raise DownloadError(
-                ErrorCode.MODEL_NOT_FOUND, f"{what}: no file matches the allow/ignore patterns"
+                ErrorCode.MODEL_NOT_FOUND,
+                f"{what}: no file matches allowPatterns {self.source.allowPatterns or ['*']}"
+                f" and ignorePatterns {self.source.ignorePatterns}",
             )
         return selected
 

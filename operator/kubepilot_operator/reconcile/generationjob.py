@@ -154,7 +154,8 @@ def _finish(
             else {"code": "GENERATION_FAILED", "message": report.message}
         )
         status["error"] = error
-        conditions.set(T.FAILED, True, R.GENERATION_FAILED, f"{error['code']}: {error.get('message', '')}")
+        failure = R.NOT_FOUND if error["code"] == "MODEL_NOT_FOUND" else R.GENERATION_FAILED
+        conditions.set(T.FAILED, True, failure, f"{error['code']}: {error.get('message', '')}")
     return None
 
 
@@ -297,7 +298,37 @@ def _schedule(
         message = f"ServiceInstance {', '.join(unreachable)} did not take the job yet; retrying"
         conditions.set(T.SCHEDULED, False, R.BACKEND_UNAVAILABLE, message if unreachable else "waiting")
         return 1.0
+    missing = _missing_files(ctx, job, model, loras)
+    if missing:
+        # A one-shot pod would only start to find the file absent: say so now, without a pod.
+        message = f"not on the models volume: {', '.join(missing)}"
+        status.update(
+            phase="Failed",
+            completedAt=timestamp(),
+            queuePosition=-1,
+            error={"code": "MODEL_NOT_FOUND", "message": message},
+        )
+        conditions.set(T.DEPENDENCIES_READY, False, R.NOT_FOUND, message)
+        conditions.set(T.PROGRESSING, False, R.NOT_FOUND, message)
+        conditions.set(T.FAILED, True, R.NOT_FOUND, message)
+        return None
     return _start_oneshot(ctx, cr, request, status, conditions)
+
+
+def _missing_files(ctx: Context, job: GenerationJob, model: str, loras: list[tuple[str, float]]) -> list[str]:
+    """The model and LoRA paths a one-shot generator would load that are not on the models volume.
+
+    Only when the operator sees the volume; a workflow names its files in its graph, and an upscale
+    job loads no model.
+    """
+    root = ctx.settings.storage.models.local()
+    if root is None:
+        return []
+    wanted = [path for path, _ in loras]
+    if model and job.spec.type not in (GenerationType.WORKFLOW, GenerationType.UPSCALE):
+        wanted.insert(0, model)
+    # Joined as the request joins them (not resolved: a link to another disk is a fine model).
+    return [path for path in wanted if not (root / path).exists()]
 
 
 def _dispatch(ctx: Context, cr: Obj, si: Obj, request: Any, status: Obj, conditions: ConditionSet) -> str:

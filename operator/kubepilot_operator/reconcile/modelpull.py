@@ -279,6 +279,9 @@ def _follow(status: Obj, conditions: ConditionSet, first: Obj) -> tuple[str, flo
 def _reason_for(code: str) -> str:
     return {
         "AUTHENTICATION_FAILED": R.AUTHENTICATION_FAILED.value,
+        "ACCESS_DENIED": R.AUTHENTICATION_FAILED.value,
+        # The downloader reports MODEL_NOT_FOUND (no such repository, file or pattern match).
+        "MODEL_NOT_FOUND": R.NOT_FOUND.value,
         "NOT_FOUND": R.NOT_FOUND.value,
         "CHECKSUM_MISMATCH": R.CHECKSUM_MISMATCH.value,
         "INSUFFICIENT_STORAGE": R.INSUFFICIENT_STORAGE.value,

@@ -8,11 +8,13 @@ volume's ``loras/`` folder through the content-addressed store ModelPulls use, a
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 from kubepilot_api.conditions import ConditionReason as R
 from kubepilot_api.conditions import ConditionType as T
-from kubepilot_api.trainingrun import TrainingRun
+from kubepilot_api.trainingrun import TrainerKind, TrainingRun
 from kubepilot_api.workers.progress import TrainingReport, WorkState
 from kubepilot_operator import kube
 from kubepilot_operator.builders import trainingrun as build
@@ -30,6 +32,25 @@ PLURAL = build.PLURAL
 TERMINAL = {"Succeeded", "Failed", "Stopped"}
 SPEC_STOP_NONCE = "spec.stop"
 PROGRESS_REQUEUE = 10.0
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
+"""What the built-in trainer reads as images (``kubepilot_workers.trainer.dataset``)."""
+DATASET_SCAN_LIMIT = 10_000
+"""Entries looked at before a dataset folder is taken as holding data (a huge folder is not empty)."""
+
+
+def _has_training_files(folder: Path, images_only: bool) -> bool:
+    """Whether the dataset folder holds anything to train on: an image (the built-in trainer) or any
+    file (the other trainers, whose datasets may hold videos or configs). Bounded: a folder with
+    more entries than the limit is taken as holding data."""
+    seen = 0
+    for _root, _dirs, files in os.walk(folder, followlinks=True):
+        for name in files:
+            if not images_only or Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                return True
+        seen += len(files) + 1
+        if seen > DATASET_SCAN_LIMIT:
+            return True
+    return False
 
 
 def reconcile(ctx: Context, key: WorkKey) -> float | None:
@@ -138,11 +159,24 @@ def _drive(
             if waiting.failed:
                 return _failed(status, conditions, R.DEPENDENCY_FAILED.value, str(waiting))
             return 5.0
+        models = ctx.settings.storage.models.local()
+        if models is not None and base and not (models / base).exists():
+            message = f"base model {base!r} is not on the models volume; pull or copy it there"
+            conditions.set(T.DEPENDENCIES_READY, False, R.WAITING_FOR_MODEL, message)
+            return 5.0
         datasets = ctx.settings.storage.datasets.local()
         if datasets is not None:
             folder = inside(datasets, run.spec.dataset.path)
             if folder is None or not folder.is_dir():
                 message = f"dataset folder {run.spec.dataset.path!r} does not exist on the datasets volume"
+                conditions.set(T.DEPENDENCIES_READY, False, R.WAITING_FOR_DATASET, message)
+                return 5.0
+            images_only = run.spec.trainer is TrainerKind.KUBEPILOT_LORA
+            if not _has_training_files(folder, images_only=images_only):
+                what = f"images ({', '.join(sorted(IMAGE_SUFFIXES))})" if images_only else "files"
+                message = (
+                    f"dataset folder {run.spec.dataset.path!r} holds no {what}; add some and the run starts"
+                )
                 conditions.set(T.DEPENDENCIES_READY, False, R.WAITING_FOR_DATASET, message)
                 return 5.0
         conditions.set(T.DEPENDENCIES_READY, True, R.COMPLETED, f"base model {base} and dataset are ready")
