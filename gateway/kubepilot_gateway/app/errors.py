@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -143,11 +144,48 @@ def _plain(value: Any, depth: int = 0) -> Any:
     return _text(str(value))
 
 
+CREDENTIAL_FIELD = re.compile(r"token|secret|passw|api_?key|^key$|credential", re.IGNORECASE)
+"""Names of fields whose value is a credential: a validation error never echoes it back."""
+REDACTED = "***"
+
+
+def _without_credentials(value: Any, depth: int = 0) -> Any:
+    if depth > MAX_ECHO_DEPTH:  # ``_plain`` cuts it here anyway
+        return value
+    if isinstance(value, dict):
+        return {
+            key: REDACTED
+            if isinstance(key, str) and CREDENTIAL_FIELD.search(key)
+            else _without_credentials(item, depth + 1)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_without_credentials(item, depth + 1) for item in value]
+    return value
+
+
+def redact_credentials(error: Any) -> Any:
+    """A validation error whose ``input`` shows no credential: ``***`` for the input of a credential
+    field (a password sent as a list is still a password), for a credential field inside an echoed
+    object, and for an unparsed body text that names one (a login body that is no JSON object)."""
+    if not isinstance(error, dict) or "input" not in error:
+        return error
+    names = [str(part) for part in (error.get("loc") or ())[1:]]  # after "body", "query", ...
+    value = error["input"]
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    if any(CREDENTIAL_FIELD.search(name) for name in names) or (
+        isinstance(text, str) and CREDENTIAL_FIELD.search(text)
+    ):
+        return {**error, "input": REDACTED}
+    return {**error, "input": _without_credentials(value)}
+
+
 def safe_validation_errors(errors: list[Any]) -> list[Any]:
     """Validation errors that always serialise: a body that is not UTF-8 arrives as bytes in
     ``input``, which FastAPI's own encoder cannot decode, and the input echoed may hold NaN, lone
-    surrogates or nesting hundreds deep (bad input would become a 500)."""
-    return [_plain(error) for error in errors]
+    surrogates or nesting hundreds deep (bad input would become a 500). No credential is echoed
+    (:func:`redact_credentials`)."""
+    return [_plain(redact_credentials(error)) for error in errors]
 
 
 def install_error_envelope(

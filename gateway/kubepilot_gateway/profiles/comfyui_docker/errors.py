@@ -93,7 +93,7 @@ def shallow(error: Any) -> Any:
 async def on_validation(request: Request, exc: Exception) -> Response:
     """Bad input's 400 ``INVALID_REQUEST``, as the core's handler answers it, but safe for inputs
     nested as deep as the JSON reader goes (the core's ``safe_validation_errors`` walks them
-    recursively and would fail with RecursionError: a 500)."""
+    recursively and would fail with RecursionError: a 500); no credential is echoed (the core's)."""
     assert isinstance(exc, RequestValidationError)
     errors = safe_validation_errors([shallow(error) for error in exc.errors()])
     return envelope(request, Problem(400, errors, validation_message(errors), "validation"))
